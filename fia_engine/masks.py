@@ -1,0 +1,193 @@
+"""The FIA mask: which weights of which target layers to prune, kept sparse, shared as safetensors.
+
+A mask holds, per canonical layer, the sorted flat indices of the pruned weights, plus
+metadata: concepts, r1, r2 per concept, alpha, mode, counts, the model family and a
+fingerprint of the target layers' shapes (an architecture check) and of their values
+(mean |W| per layer: a checkpoint check that tolerates fp16/fp32).
+
+Files hold int32 index tensors under ``pruned.<canonical>`` and JSON strings as metadata.
+Loading uses safetensors only (no pickle) and validates everything before returning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CorruptMaskError, InvalidInputError, MaskMismatchError
+from .layers import shape_fingerprint, signatures_match
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "fia-mask"
+FORMAT_VERSION = 1
+_PREFIX = "pruned."
+
+
+def check_strength(strength: float) -> float:
+    if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise InvalidInputError(f"strength must be between 0 and 1 (1 = prune fully), got {strength!r}")
+    return float(strength)
+
+
+def prune_in_place_(weight: torch.Tensor, indices: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """W[idx] *= (1 - strength) on a tensor the caller owns (e.g. a host's patched copy)."""
+    if indices.numel():
+        flat = weight.view(-1)
+        index = indices.to(device=weight.device, dtype=torch.long)
+        if strength >= 1.0:
+            flat.index_fill_(0, index, 0)
+        else:
+            flat.index_copy_(0, index, flat.index_select(0, index) * (1.0 - strength))
+    return weight
+
+
+@dataclass
+class FIAMask:
+    indices: dict[str, torch.Tensor]
+    shapes: dict[str, tuple[int, int]]
+    family: str
+    fingerprint: str
+    weight_signature: dict[str, float] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    # -- numbers --------------------------------------------------------------------------------
+    @property
+    def pruned_count(self) -> int:
+        return sum(int(i.numel()) for i in self.indices.values())
+
+    @property
+    def total_count(self) -> int:
+        return sum(out * inp for out, inp in self.shapes.values())
+
+    @property
+    def pruned_fraction(self) -> float:
+        return self.pruned_count / max(1, self.total_count)
+
+    def layer_fractions(self) -> dict[str, float]:
+        return {name: int(self.indices[name].numel()) / (out * inp) for name, (out, inp) in self.shapes.items()}
+
+    def summary(self) -> dict:
+        return {
+            "concepts": list(self.metadata.get("concepts", [])),
+            "family": self.family,
+            "pruned": self.pruned_count,
+            "total": self.total_count,
+            "pruned_percent": 100.0 * self.pruned_fraction,
+            "agnostic_kept": self.metadata.get("agnostic_kept"),
+            "layers": self.layer_fractions(),
+        }
+
+    # -- compatibility ----------------------------------------------------------------------------
+    def check_compatible(self, shapes: dict[str, tuple[int, int]], weight_signature: dict[str, float] | None) -> bool:
+        """Refuse a mask for another architecture; warn (return False) for another checkpoint."""
+        if shape_fingerprint(shapes) != self.fingerprint:
+            missing = sorted(set(self.shapes) - set(shapes))[:3]
+            differing = [n for n in self.shapes if n in shapes and tuple(shapes[n]) != tuple(self.shapes[n])][:3]
+            raise MaskMismatchError(
+                f"this mask was made for a {self.family} model with other target layers "
+                f"(mask layers {self.fingerprint}, model layers {shape_fingerprint(shapes)}; "
+                f"missing {missing}, other shapes {differing}). Use a mask made for this model's architecture."
+            )
+        if weight_signature and self.weight_signature and not signatures_match(weight_signature, self.weight_signature):
+            logger.warning(
+                "FIA mask was made on another checkpoint of the same %s architecture; applying it anyway "
+                "(moving an edit to a finetune works, but check the result)",
+                self.family,
+            )
+            return False
+        return True
+
+    def masked_weight(self, layer: str, weight: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        """A pruned copy of ``weight``; the source tensor is never modified."""
+        strength = check_strength(strength)
+        if tuple(weight.shape) != tuple(self.shapes[layer]):
+            raise MaskMismatchError(f"layer {layer}: weight shape {tuple(weight.shape)} != mask shape {self.shapes[layer]}")
+        return prune_in_place_(weight.detach().clone(), self.indices[layer], strength)
+
+    # -- files -------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a failed save leaves no partial file and keeps any older file intact."""
+        path = Path(path)
+        tensors = {_PREFIX + name: idx.detach().to("cpu", torch.int32).contiguous() for name, idx in self.indices.items()}
+        header = {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "family": self.family,
+            "fingerprint": self.fingerprint,
+            "shapes": json.dumps({k: list(v) for k, v in self.shapes.items()}),
+            "weight_signature": json.dumps(self.weight_signature),
+            "fia": json.dumps(self.metadata, default=str),
+            "pruned": str(self.pruned_count),
+            "total": str(self.total_count),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=".fia-", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        try:
+            save_file(tensors, tmp, metadata=header)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> FIAMask:
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidInputError(f"mask file not found: {path}")
+        try:
+            tensors = load_file(str(path), device=str(device))
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                header = handle.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CorruptMaskError(f"{path} is not a readable safetensors file ({error})") from None
+        if header.get("format") != FORMAT:
+            raise CorruptMaskError(f"{path} is not an FIA mask (format={header.get('format')!r}, expected {FORMAT!r})")
+        if int(header.get("format_version", "0")) > FORMAT_VERSION:
+            raise CorruptMaskError(f"{path} uses mask format {header['format_version']}; update the extension to read it")
+        try:
+            shapes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(header["shapes"]).items()}
+            signature = {k: float(v) for k, v in json.loads(header.get("weight_signature", "{}")).items()}
+            metadata = json.loads(header.get("fia", "{}"))
+            mask = cls(
+                indices={},
+                shapes=shapes,
+                family=header["family"],
+                fingerprint=header["fingerprint"],
+                weight_signature=signature,
+                metadata=metadata,
+            )
+        except (KeyError, ValueError, TypeError, IndexError) as error:
+            raise CorruptMaskError(f"{path} has damaged metadata ({error})") from None
+        mask.indices = _validated_indices(path, tensors, shapes)
+        if shape_fingerprint(shapes) != mask.fingerprint:
+            raise CorruptMaskError(f"{path}: the stored fingerprint does not match the stored layer shapes")
+        return mask
+
+
+def _validated_indices(path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
+    names = {key[len(_PREFIX):] for key in tensors if key.startswith(_PREFIX)}
+    if names != set(shapes) or len(tensors) != len(names):
+        raise CorruptMaskError(f"{path}: the index tensors do not match the layer list in the metadata")
+    indices = {}
+    for name, (out, inp) in shapes.items():
+        idx = tensors[_PREFIX + name]
+        if idx.dtype != torch.int32 or idx.dim() != 1:
+            raise CorruptMaskError(f"{path}: layer {name} indices must be a 1-D int32 tensor")
+        idx = idx.long()
+        if idx.numel() and (idx[0] < 0 or idx[-1] >= out * inp or bool((idx[1:] <= idx[:-1]).any())):
+            raise CorruptMaskError(f"{path}: layer {name} indices are out of range or not sorted and unique")
+        indices[name] = idx
+    return indices
