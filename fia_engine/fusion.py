@@ -26,7 +26,7 @@ from .neurons import ConceptMasks
 
 
 def agnostic_threshold(alpha: float, num_concepts: int) -> int:
-    """tau_ca; the small epsilon keeps 0.6 * 5 = 3.0000000000000004 from rounding up to 4."""
+    """tau_ca; the small epsilon keeps 0.28 * 25 = 7.000000000000001 from rounding up to 8."""
     return max(2, math.ceil(alpha * num_concepts - 1e-9))
 
 
@@ -79,7 +79,9 @@ def fuse(inputs: ConceptMasks | Sequence[ConceptMasks], alpha: float = 0.6, prot
         "protect_agnostic": protect_agnostic,
         "agnostic_threshold": threshold,
         "agnostic_kept": agnostic_kept,
-        "selected_per_concept": {c: sum(int(i.numel()) for i in m.values()) for c, m in zip(concepts, per_concept)},
+        "selected_per_concept": {
+            c: sum(int(i.numel()) for i in m.values()) for c, m in zip(concepts, per_concept, strict=True)
+        },
         "settings": first.settings,
     }
     return FIAMask(

@@ -194,6 +194,11 @@ def _diffusers_counts(unet: nn.Module) -> tuple[list[int], list[int]]:
     return down, up
 
 
+def _forward_order(layer: TargetLayer) -> tuple[int, ...]:
+    stage, *numbers = layer.canonical.split(".")
+    return ({"down": 0, "mid": 1, "up": 2}[stage], *map(int, numbers))
+
+
 def find_target_layers(unet: nn.Module) -> UNetTargets:
     """Discover every FFN2 target layer of an SD-family UNet (ldm/ComfyUI or diffusers).
 
@@ -242,6 +247,7 @@ def find_target_layers(unet: nn.Module) -> UNetTargets:
                 module=module,
             )
         )
+    layers.sort(key=_forward_order)
     context = _context_dim(unet)
     family = _FAMILY_BY_CONTEXT.get(context, f"UNet(context={context})")
     return UNetTargets(layers=tuple(layers), family=family, context_dim=context)
@@ -250,8 +256,7 @@ def find_target_layers(unet: nn.Module) -> UNetTargets:
 def weight_signature(targets: UNetTargets) -> dict[str, float]:
     """Mean |W| per layer: tells two checkpoints of one architecture apart, tolerant to dtype."""
     return {
-        layer.canonical: float(f"{layer.module.weight.detach().float().abs().mean().item():.6g}")
-        for layer in targets
+        layer.canonical: float(f"{layer.module.weight.detach().float().abs().mean().item():.6g}") for layer in targets
     }
 
 

@@ -110,14 +110,18 @@ class FIAMask:
         """A pruned copy of ``weight``; the source tensor is never modified."""
         strength = check_strength(strength)
         if tuple(weight.shape) != tuple(self.shapes[layer]):
-            raise MaskMismatchError(f"layer {layer}: weight shape {tuple(weight.shape)} != mask shape {self.shapes[layer]}")
+            raise MaskMismatchError(
+                f"layer {layer}: weight shape {tuple(weight.shape)} != mask shape {self.shapes[layer]}"
+            )
         return prune_in_place_(weight.detach().clone(), self.indices[layer], strength)
 
     # -- files -------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a failed save leaves no partial file and keeps any older file intact."""
         path = Path(path)
-        tensors = {_PREFIX + name: idx.detach().to("cpu", torch.int32).contiguous() for name, idx in self.indices.items()}
+        tensors = {
+            _PREFIX + name: idx.detach().to("cpu", torch.int32).contiguous() for name, idx in self.indices.items()
+        }
         header = {
             "format": FORMAT,
             "format_version": str(FORMAT_VERSION),
@@ -156,7 +160,9 @@ class FIAMask:
         if header.get("format") != FORMAT:
             raise CorruptMaskError(f"{path} is not an FIA mask (format={header.get('format')!r}, expected {FORMAT!r})")
         if int(header.get("format_version", "0")) > FORMAT_VERSION:
-            raise CorruptMaskError(f"{path} uses mask format {header['format_version']}; update the extension to read it")
+            raise CorruptMaskError(
+                f"{path} uses mask format {header['format_version']}; update the extension to read it"
+            )
         try:
             shapes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(header["shapes"]).items()}
             signature = {k: float(v) for k, v in json.loads(header.get("weight_signature", "{}")).items()}
@@ -177,8 +183,10 @@ class FIAMask:
         return mask
 
 
-def _validated_indices(path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
-    names = {key[len(_PREFIX):] for key in tensors if key.startswith(_PREFIX)}
+def _validated_indices(
+    path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]
+) -> dict[str, torch.Tensor]:
+    names = {key[len(_PREFIX) :] for key in tensors if key.startswith(_PREFIX)}
     if names != set(shapes) or len(tensors) != len(names):
         raise CorruptMaskError(f"{path}: the index tensors do not match the layer list in the metadata")
     indices = {}

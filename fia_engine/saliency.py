@@ -177,7 +177,7 @@ class _LayerStats:
         counts = self.counts.clamp(min=1)
         means = self.sums / counts
         weight_abs = self.weight.detach().abs().float()
-        for concept, (cg, bg) in enumerate(zip(self.plan.concept_groups, self.plan.base_groups)):
+        for concept, (cg, bg) in enumerate(zip(self.plan.concept_groups, self.plan.base_groups, strict=True)):
             self._require_samples(cg, bg, self.counts[:, 0, 0])
             slot = int(self.square_slot[bg])
             spread = _std(self.sums[bg], self.squares[slot], self.counts[bg])
@@ -199,7 +199,7 @@ class _LayerStats:
             return LayerSaliency(integrated=torch.stack([i.result() for i in self.integrators]))
         means = self.sums / self.counts.clamp(min=1)
         scores = []
-        for cg, bg in zip(self.plan.concept_groups, self.plan.base_groups):
+        for cg, bg in zip(self.plan.concept_groups, self.plan.base_groups, strict=True):
             self._require_samples(cg, bg, self.counts[:, :, 0].amin(dim=0))
             spread = _std(self.sums[:, bg], self.squares[:, bg], self.counts[:, bg])
             scores.append((means[:, cg] - means[:, bg] - spread).clamp_(min=0))
@@ -317,4 +317,3 @@ class SaliencyCollector:
             r1=self.r1,
             settings=self.settings,
         )
-

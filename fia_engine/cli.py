@@ -1,0 +1,222 @@
+"""Command line: ``python -m fia_engine {unlearn,apply,info}``.
+
+Errors end the program with exit code 2 and one line on stderr; no partial output file is
+left behind (masks and folders are written to a temporary name and moved into place).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from .errors import FIAError
+from .localize import check_ratio
+
+logger = logging.getLogger("fia_engine.cli")
+
+
+def _ratio(name: str):
+    def parse(text: str) -> float:
+        try:
+            return check_ratio(name, float(text))
+        except (ValueError, FIAError) as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _r2_overrides(text: str) -> dict[str, float]:
+    """'church=0.02, golf ball=0.007' -> {'church': 0.02, 'golf ball': 0.007}."""
+    overrides = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.rpartition("=")
+        if not name.strip():
+            raise argparse.ArgumentTypeError(f"per-concept r2 must look like 'concept=0.02', got {item!r}")
+        overrides[name.strip()] = _ratio(f"r2 for {name.strip()!r}")(value)
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fia_engine", description="Forget-It-All concept unlearning")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    unlearn = commands.add_parser("unlearn", help="find and fuse the weights to prune for some concepts; write a mask")
+    unlearn.add_argument("--pipeline", required=True, help="local diffusers Stable Diffusion folder")
+    unlearn.add_argument("--concepts", required=True, help="comma-separated concepts, e.g. 'golf ball, church'")
+    unlearn.add_argument("--kind", default="object", choices=["object", "style", "explicit", "custom"])
+    unlearn.add_argument("--concept-template", help="custom prompt with {concept} and optionally {context}")
+    unlearn.add_argument("--base-template", help="custom base prompt (the concept left out), may use {context}")
+    unlearn.add_argument("--contexts", help="comma-separated context words replacing the built-in list")
+    unlearn.add_argument("--out", required=True, help="mask file to write (.safetensors)")
+    unlearn.add_argument("--mode", default="fast", choices=["fast", "exact"])
+    unlearn.add_argument("--r1", type=_ratio("r1"), default=0.05, help="per-step saliency top fraction (0.05)")
+    unlearn.add_argument(
+        "--r2", type=_ratio("r2"), default=0.01, help="fraction of weights selected per concept (0.01)"
+    )
+    unlearn.add_argument("--r2-per-concept", type=_r2_overrides, default=None, help="'concept=0.02,...' overrides")
+    unlearn.add_argument("--alpha", type=_ratio("alpha"), default=0.6, help="agnostic threshold fraction (0.6)")
+    unlearn.add_argument("--no-agnostic-protection", action="store_true", help="prune the plain union of masks")
+    unlearn.add_argument("--pairs", type=int, default=10, help="prompt pairs per concept (K)")
+    unlearn.add_argument("--steps", type=int, default=50, help="length of the denoising schedule")
+    unlearn.add_argument("--saliency-steps", type=int, default=10, help="first steps observed (only these run)")
+    unlearn.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale")
+    unlearn.add_argument("--include-uncond", action="store_true", help="also observe the unconditional branch")
+    unlearn.add_argument("--resolution", type=int, default=None, help="pixels (default: the model's native size)")
+    unlearn.add_argument("--batch-size", type=int, default=16, help="prompt samples per UNet call")
+    unlearn.add_argument("--seed", type=int, default=0)
+    unlearn.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    unlearn.add_argument(
+        "--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default: fp16 on cuda, fp32 on cpu"
+    )
+
+    apply = commands.add_parser("apply", help="write an unlearned copy of a diffusers folder")
+    apply.add_argument("--pipeline", required=True, help="source diffusers folder (never modified)")
+    apply.add_argument("--mask", required=True, help="mask file from 'unlearn'")
+    apply.add_argument("--out", required=True, help="new folder to write")
+    apply.add_argument("--strength", type=float, default=1.0, help="0..1; 1 zeroes the pruned weights")
+
+    info = commands.add_parser("info", help="print a mask's metadata and per-layer counts")
+    info.add_argument("mask")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _progress_bar(description: str):
+    from tqdm import tqdm
+
+    bar = tqdm(desc=description, unit="call", file=sys.stderr)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, update
+
+
+def run_unlearn(args) -> int:
+    import torch
+
+    from .diffusers_runner import (
+        CollectionSettings,
+        check_pipeline_folder,
+        default_device,
+        load_components,
+        parse_dtype,
+        unlearn,
+    )
+    from .neurons import resolve_r2
+    from .prompts import build_prompt_plan
+
+    device = args.device or default_device()
+    dtype = parse_dtype(args.dtype or ("fp16" if device.startswith("cuda") else "fp32"))
+    settings = CollectionSettings(
+        kind=args.kind,
+        pairs=args.pairs,
+        steps=args.steps,
+        saliency_steps=args.saliency_steps,
+        cfg=args.cfg,
+        seed=args.seed,
+        mode=args.mode,
+        r1=args.r1,
+        include_uncond=args.include_uncond,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        concept_template=args.concept_template,
+        base_template=args.base_template,
+        contexts=[c.strip() for c in args.contexts.split(",")] if args.contexts else None,
+    )
+    settings.validate()
+    # Everything that can be checked without the model is checked before the slow loading.
+    plan = build_prompt_plan(
+        args.concepts,
+        settings.kind,
+        settings.pairs,
+        settings.concept_template,
+        settings.base_template,
+        settings.contexts,
+    )
+    resolve_r2(plan.groups.concepts, args.r2, args.r2_per_concept)
+    check_pipeline_folder(args.pipeline)
+    started = time.perf_counter()
+    components = load_components(args.pipeline, device, dtype)
+    bar, update = _progress_bar("FIA saliency")
+    try:
+        mask = unlearn(
+            components,
+            plan.groups.concepts,
+            settings,
+            r2=args.r2,
+            alpha=args.alpha,
+            r2_per_concept=args.r2_per_concept,
+            protect_agnostic=not args.no_agnostic_protection,
+            progress=update,
+        )
+    finally:
+        bar.close()
+    mask.metadata["source"] = str(args.pipeline)
+    mask.save(args.out)
+    elapsed = time.perf_counter() - started
+    print(
+        f"wrote {args.out}: {len(mask.metadata['concepts'])} concepts, {mask.pruned_count} of {mask.total_count} "
+        f"weights pruned ({100 * mask.pruned_fraction:.4f} %), {elapsed:.1f} s on {device} "
+        f"({torch.__version__})"
+    )
+    return 0
+
+
+def run_apply(args) -> int:
+    from .diffusers_files import apply_mask_to_folder
+    from .masks import FIAMask, check_strength
+
+    check_strength(args.strength)
+    mask = FIAMask.load(args.mask)
+    apply_mask_to_folder(args.pipeline, mask, args.out, args.strength)
+    print(f"wrote {args.out}: {mask.pruned_count} weights pruned at strength {args.strength}")
+    return 0
+
+
+def run_info(args) -> int:
+    from .masks import FIAMask
+
+    mask = FIAMask.load(args.mask)
+    summary = mask.summary()
+    if args.json:
+        print(json.dumps({"summary": summary, "metadata": mask.metadata}, indent=2, default=str))
+        return 0
+    meta = mask.metadata
+    print(f"FIA mask {args.mask}")
+    print(f"  model      {mask.family} (layers {mask.fingerprint})")
+    print(f"  concepts   {', '.join(summary['concepts'])}")
+    print(
+        f"  method     {meta.get('method')} / {meta.get('mode')}  r1={meta.get('r1')}  alpha={meta.get('alpha')}  "
+        f"agnostic protection={meta.get('protect_agnostic')}"
+    )
+    print(f"  r2         {meta.get('r2')}")
+    print(
+        f"  pruned     {mask.pruned_count} of {mask.total_count} ({summary['pruned_percent']:.4f} %), "
+        f"agnostic kept {meta.get('agnostic_kept')}"
+    )
+    print("  layer                 pruned      of  percent")
+    for name, fraction in summary["layers"].items():
+        out, inp = mask.shapes[name]
+        print(f"  {name:<18} {int(mask.indices[name].numel()):>9} {out * inp:>9}  {100 * fraction:7.4f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    handlers = {"unlearn": run_unlearn, "apply": run_apply, "info": run_info}
+    try:
+        return handlers[args.command](args)
+    except FIAError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130

@@ -1,0 +1,109 @@
+"""Write an unlearned copy of a diffusers folder: the source folder is only ever read.
+
+The copy is assembled in a temporary folder beside the destination and moved into place
+at the end, so a failure leaves neither a partial destination nor a changed source.
+Only the UNet's safetensors files are rewritten, and in them only the FFN2 weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import InvalidInputError
+from .layers import diffusers_to_canonical
+from .masks import FIAMask, check_strength
+
+logger = logging.getLogger(__name__)
+
+_FFN2_KEY = re.compile(r"^(.*\.ff\.net\.2)\.weight$")
+
+
+def unet_weight_files(folder: Path) -> list[Path]:
+    unet = folder / "unet"
+    files = sorted(unet.glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p.name for p in unet.glob("*.bin"))
+        hint = f" (found {pickled}: convert them to safetensors first)" if pickled else ""
+        raise InvalidInputError(f"{unet} holds no .safetensors weights{hint}")
+    return files
+
+
+def ffn2_weights(files: list[Path]) -> dict[str, tuple[Path, str, tuple[int, int]]]:
+    """canonical layer -> (file, key, shape), read from the file headers only."""
+    found = {}
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                match = _FFN2_KEY.match(key)
+                if match:
+                    try:
+                        canonical = diffusers_to_canonical(match.group(1))
+                    except ValueError:
+                        continue
+                    found[canonical] = (path, key, tuple(handle.get_slice(key).get_shape()))
+    return found
+
+
+def _signature(files: dict[str, tuple[Path, str, tuple[int, int]]]) -> dict[str, float]:
+    signature = {}
+    for canonical, (path, key, _) in files.items():
+        with safe_open(str(path), framework="pt") as handle:
+            signature[canonical] = float(f"{handle.get_tensor(key).float().abs().mean().item():.6g}")
+    return signature
+
+
+def apply_mask_to_folder(source: str | Path, mask: FIAMask, destination: str | Path, strength: float = 1.0) -> Path:
+    """Copy ``source`` to ``destination`` with the mask's weights pruned in the UNet."""
+    strength = check_strength(strength)
+    source, destination = Path(source), Path(destination)
+    if not (source / "unet").is_dir():
+        raise InvalidInputError(f"{source} is not a diffusers folder: it has no 'unet/' subfolder")
+    if destination.exists():
+        raise InvalidInputError(f"{destination} already exists; choose a new output folder")
+    if destination.resolve().is_relative_to(source.resolve()):
+        raise InvalidInputError("the output folder must not lie inside the source folder")
+    layers = ffn2_weights(unet_weight_files(source))
+    mask.check_compatible({name: shape for name, (_, _, shape) in layers.items()}, _signature(layers))
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        by_file: dict[Path, list[str]] = {}
+        for canonical, (path, _, _) in layers.items():
+            by_file.setdefault(path, []).append(canonical)
+        for path, canonicals in by_file.items():
+            with safe_open(str(path), framework="pt") as handle:
+                header = handle.metadata()
+            tensors = load_file(str(path))
+            for canonical in canonicals:
+                key = layers[canonical][1]
+                tensors[key] = mask.masked_weight(canonical, tensors[key], strength)
+            save_file(tensors, str(staging / "unet" / path.name), metadata=header)
+        staging.rename(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    pruned = mask.pruned_count
+    logger.info(
+        "wrote %s: %d weights pruned (%.4f %%) at strength %.2f",
+        destination,
+        pruned,
+        100 * mask.pruned_fraction,
+        strength,
+    )
+    return destination
+
+
+def unet_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for path in unet_weight_files(folder):
+        tensors.update(load_file(str(path)))
+    return tensors
