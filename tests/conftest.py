@@ -1,11 +1,8 @@
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tiny_models import make_tiny_pipeline  # noqa: E402
+from fia_engine.testing import make_tiny_pipeline
 
 
 @pytest.fixture(scope="session")

@@ -186,7 +186,7 @@ def test_tampered_indices(mask_file, tmp_path, capsys):
 
 
 def test_mask_for_another_architecture(mask_file, tmp_path, capsys):
-    from tiny_models import make_tiny_pipeline, tiny_unet
+    from fia_engine.testing import make_tiny_pipeline, tiny_unet
 
     other = make_tiny_pipeline(tmp_path / "wide")
     tiny_unet(cross_attention_dim=32, layers_per_block=2).save_pretrained(other / "unet")  # more layers

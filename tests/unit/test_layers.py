@@ -6,7 +6,7 @@ from torch import nn
 
 from fia_engine import UnsupportedArchitectureError, find_target_layers
 from fia_engine.layers import canonical_to_diffusers, canonical_to_ldm, diffusers_to_canonical
-from tiny_models import tiny_unet
+from fia_engine.testing import tiny_unet
 
 # The 16 FFN2 blocks of SD 1.5 in ldm / ComfyUI naming (attention stages only).
 SD15_LDM = (

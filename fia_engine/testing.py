@@ -1,4 +1,4 @@
-"""Small random models of Stable Diffusion's structure, built by the tests (no downloads)."""
+"""Small random models of Stable Diffusion's structure for tests and benchmarks (no downloads needed)."""
 
 from __future__ import annotations
 
