@@ -1,0 +1,7 @@
+"""The custom socket types that connect the FIA nodes."""
+
+from comfy_api.latest import io
+
+Saliency = io.Custom("FIA_SALIENCY")
+ConceptMasks = io.Custom("FIA_CONCEPT_MASKS")
+Mask = io.Custom("FIA_MASK")
