@@ -7,6 +7,7 @@ Only the UNet's safetensors files are rewritten, and in them only the FFN2 weigh
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -18,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import InvalidInputError
-from .layers import diffusers_to_canonical
+from .layers import diffusers_to_canonical, family_of
 from .masks import FIAMask, check_strength
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ def apply_mask_to_folder(source: str | Path, mask: FIAMask, destination: str | P
     if destination.resolve().is_relative_to(source.resolve()):
         raise InvalidInputError("the output folder must not lie inside the source folder")
     layers = ffn2_weights(unet_weight_files(source))
-    mask.check_compatible({name: shape for name, (_, _, shape) in layers.items()}, _signature(layers))
+    config = json.loads((source / "unet" / "config.json").read_text())
+    family = family_of(int(config.get("cross_attention_dim") or 0))
+    mask.check_compatible({name: shape for name, (_, _, shape) in layers.items()}, _signature(layers), family)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     try:

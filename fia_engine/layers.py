@@ -249,8 +249,12 @@ def find_target_layers(unet: nn.Module) -> UNetTargets:
         )
     layers.sort(key=_forward_order)
     context = _context_dim(unet)
-    family = _FAMILY_BY_CONTEXT.get(context, f"UNet(context={context})")
-    return UNetTargets(layers=tuple(layers), family=family, context_dim=context)
+    return UNetTargets(layers=tuple(layers), family=family_of(context), context_dim=context)
+
+
+def family_of(context_dim: int) -> str:
+    """The model family a cross-attention context width identifies."""
+    return _FAMILY_BY_CONTEXT.get(context_dim, f"UNet(context={context_dim})")
 
 
 def weight_signature(targets: UNetTargets) -> dict[str, float]:

@@ -87,8 +87,18 @@ class FIAMask:
         }
 
     # -- compatibility ----------------------------------------------------------------------------
-    def check_compatible(self, shapes: dict[str, tuple[int, int]], weight_signature: dict[str, float] | None) -> bool:
-        """Refuse a mask for another architecture; warn (return False) for another checkpoint."""
+    def check_compatible(
+        self, shapes: dict[str, tuple[int, int]], weight_signature: dict[str, float] | None, family: str | None = None
+    ) -> bool:
+        """Refuse a mask for another architecture; warn (return False) for another checkpoint.
+
+        The family matters beside the shapes: SD 1.x and SD 2.x have the same FFN2 shapes.
+        """
+        if family is not None and family != self.family:
+            raise MaskMismatchError(
+                f"this mask was made for a {self.family} model, but the model is {family}. "
+                "Use a mask made for this model's architecture."
+            )
         if shape_fingerprint(shapes) != self.fingerprint:
             missing = sorted(set(self.shapes) - set(shapes))[:3]
             differing = [n for n in self.shapes if n in shapes and tuple(shapes[n]) != tuple(self.shapes[n])][:3]

@@ -52,7 +52,7 @@ def original_signature(model, targets: UNetTargets) -> dict[str, float]:
     patches = model.get_key_patches(filter_prefix=PREFIX)
     signature = {}
     for layer in targets:
-        weight = patches[PREFIX + layer.ldm_name + ".weight"][0][0]
+        weight = patches[PREFIX + layer.module_path + ".weight"][0][0]
         signature[layer.canonical] = float(f"{weight.detach().float().abs().mean().item():.6g}")
     return signature
 
@@ -215,7 +215,7 @@ def apply_mask(model, mask: FIAMask, strength: float):
     """A clone of MODEL whose target weights are pruned by the mask; the input MODEL is untouched."""
     strength = check_strength(strength)
     targets = model_targets(model)
-    mask.check_compatible(targets.shapes, original_signature(model, targets))
+    mask.check_compatible(targets.shapes, original_signature(model, targets), targets.family)
     patched = model.clone()
     patches = {
         PREFIX + layer.module_path + ".weight": SparsePrunePatch(mask.indices[layer.canonical].cpu(), strength)

@@ -203,3 +203,17 @@ def test_mask_for_another_checkpoint_warns_and_applies(other_pipeline, mask_file
     out = tmp_path / "moved"
     assert main(["apply", "--pipeline", str(other_pipeline), "--mask", str(mask_file), "--out", str(out)]) == 0
     assert "another checkpoint" in caplog.text
+
+
+def test_mask_for_another_family_with_the_same_shapes(tiny_pipeline, mask_file, tmp_path, capsys):
+    """SD 1.x and SD 2.x share FFN2 shapes; the family (context width) tells them apart."""
+    import json
+    import shutil
+
+    other = tmp_path / "ctx1024"
+    shutil.copytree(tiny_pipeline, other)
+    config = json.loads((other / "unet" / "config.json").read_text())
+    config["cross_attention_dim"] = 1024
+    (other / "unet" / "config.json").write_text(json.dumps(config))
+    fails(["apply", "--pipeline", str(other), "--mask", str(mask_file), "--out", str(tmp_path / "o")], capsys,
+          "made for a UNet(context=32) model, but the model is SD2.x")
