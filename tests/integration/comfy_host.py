@@ -121,10 +121,11 @@ class ComfyHost:
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = True  # read once, when comfy.model_management is first imported
+        import comfy.model_management as mm
+
         # main.py imports ComfyUI's top-level `utils` package before `nodes`; nodes.py
         # puts comfy/ first on sys.path, after which `import utils` finds comfy/utils.py.
         import utils.extra_config  # noqa: F401
-        import comfy.model_management as mm
 
         if mm.get_torch_device().type != "cpu":
             raise RuntimeError("comfy.model_management was imported before --cpu could be set")

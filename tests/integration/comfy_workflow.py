@@ -14,7 +14,8 @@ notes. Not handled: subgraphs and group nodes (a ValueError says so).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 MODE_NEVER = 2
 MODE_BYPASS = 4
@@ -34,11 +35,8 @@ def widget_names(node_class) -> list[tuple[str, int]]:
                 continue
             if not (isinstance(kind, (list, tuple)) or kind in WIDGET_TYPES):
                 continue
-            count = 1
-            if kind == "INT" and (name in ("seed", "noise_seed") or opts.get("control_after_generate")):
-                count = 2
-            elif opts.get("control_after_generate"):
-                count = 2
+            seed = kind == "INT" and name in ("seed", "noise_seed")
+            count = 2 if seed or opts.get("control_after_generate") else 1
             if opts.get("image_upload") or opts.get("video_upload") or opts.get("audio_upload"):
                 count += 1
             names.append((name, count))

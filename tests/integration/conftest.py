@@ -24,7 +24,7 @@ REPO_ROOT = HERE.parents[1]
 if str(HERE) not in sys.path:  # also under --import-mode=importlib
     sys.path.insert(0, str(HERE))
 
-import comfy_host  # noqa: E402
+import comfy_host
 
 
 def checkpoint_cache() -> Path:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import textwrap
 
+import comfy_host
 import pytest
 import torch
-
-import comfy_host
 
 TINY_PACK = '''
 from typing_extensions import override
