@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--resolution", type=int, default=None, help="pixels (default: the model's native size)")
     unlearn.add_argument("--batch-size", type=int, default=16, help="prompt samples per UNet call")
     unlearn.add_argument("--seed", type=int, default=0)
+    unlearn.add_argument(
+        "--sampler",
+        default="ddim",
+        choices=["ddim", "euler"],
+        help="trajectory sampler; euler matches ComfyUI's euler + normal schedule",
+    )
     unlearn.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     unlearn.add_argument(
         "--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default: fp16 on cuda, fp32 on cpu"
@@ -126,6 +132,7 @@ def run_unlearn(args) -> int:
         include_uncond=args.include_uncond,
         resolution=args.resolution,
         batch_size=args.batch_size,
+        sampler=args.sampler,
         concept_template=args.concept_template,
         base_template=args.base_template,
         contexts=[c.strip() for c in args.contexts.split(",")] if args.contexts else None,

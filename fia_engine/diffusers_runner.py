@@ -3,8 +3,10 @@
 Only what the saliency needs is loaded (UNet, text encoder, tokenizer, scheduler config; no
 VAE) and only the saliency steps of the schedule are run: with 10 saliency steps of a
 50-step schedule, the UNet is called 10 times per row chunk and the scheduler 9 times.
-The trajectory uses DDIM (deterministic and stateless per call, so rows can be run in
-chunks) built from the folder's own scheduler config.
+The trajectory uses DDIM by default, or Euler with linearly spaced timesteps (what
+ComfyUI's "euler" sampler with the "normal" scheduler runs, for parity with the nodes),
+built from the folder's own scheduler config; each row chunk has its own scheduler
+because Euler counts its steps.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .saliency import MODES, ConceptSaliency, SaliencyCollector
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+SAMPLERS = ("ddim", "euler")
 
 
 @dataclass
@@ -43,6 +46,7 @@ class CollectionSettings:
     include_uncond: bool = False
     resolution: int | None = None  # pixels; default: the UNet's native size
     batch_size: int = 16  # prompt samples per UNet call (x2 rows with guidance)
+    sampler: str = "ddim"  # or "euler" (= ComfyUI's euler sampler with the normal schedule)
     concept_template: str | None = None
     base_template: str | None = None
     contexts: list[str] | None = None
@@ -61,6 +65,8 @@ class CollectionSettings:
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
             raise InvalidInputError(f"resolution must be a multiple of 8, got {self.resolution}")
         check_ratio("r1", self.r1)
+        if self.sampler not in SAMPLERS:
+            raise InvalidInputError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
 
 
 @dataclass
@@ -151,11 +157,14 @@ def initial_noise(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor
     return torch.randn(shape, generator=generator)
 
 
-def _scheduler(components: DiffusersComponents, steps: int):
-    from diffusers import DDIMScheduler
+def _scheduler(components: DiffusersComponents, steps: int, sampler: str):
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
     config = {k: v for k, v in components.scheduler_config.items() if not k.startswith("_")}
-    scheduler = DDIMScheduler.from_config(config)
+    if sampler == "euler":
+        scheduler = EulerDiscreteScheduler.from_config(config, timestep_spacing="linspace")
+    else:
+        scheduler = DDIMScheduler.from_config(config)
     scheduler.set_timesteps(steps)
     return scheduler
 
@@ -181,7 +190,12 @@ def collect_saliency(
     )
     size = (settings.resolution or unet.config.sample_size * components.latent_scale) // components.latent_scale
     latent_shape = (unet.config.in_channels, size, size)
-    scheduler = _scheduler(components, settings.steps)
+    chunks = [
+        slice(i, min(i + settings.batch_size, len(plan.samples)))
+        for i in range(0, len(plan.samples), settings.batch_size)
+    ]
+    schedulers = [_scheduler(components, settings.steps, settings.sampler) for _ in chunks]
+    scheduler = schedulers[0]
     guided = settings.cfg > 1.0
     cond = encode_prompts(components, plan.texts)
     uncond = encode_prompts(components, [""]) if guided else None
@@ -205,7 +219,7 @@ def collect_saliency(
         for step, timestep in enumerate(scheduler.timesteps[: settings.saliency_steps]):
             collector.set_step(step)
             last = step == settings.saliency_steps - 1
-            for part in chunks:
+            for part, chunk_scheduler in zip(chunks, schedulers, strict=True):
                 rows = groups[part]
                 latent_in, context = latents[part], cond[part]
                 if guided:
@@ -214,14 +228,13 @@ def collect_saliency(
                     latent_in = torch.cat([latent_in, latent_in])
                     context = torch.cat([uncond.expand(len(context), -1, -1), context])
                 collector.set_rows(rows)
-                noise = unet(
-                    scheduler.scale_model_input(latent_in, timestep), timestep, encoder_hidden_states=context
-                ).sample
+                model_input = chunk_scheduler.scale_model_input(latent_in, timestep)
+                noise = unet(model_input, timestep, encoder_hidden_states=context).sample
                 if not last:  # the trajectory ends with the last saliency step's forward pass
                     if guided:
                         noise_uncond, noise_cond = noise.chunk(2)
                         noise = noise_uncond + settings.cfg * (noise_cond - noise_uncond)
-                    latents[part] = scheduler.step(noise, timestep, latents[part]).prev_sample
+                    latents[part] = chunk_scheduler.step(noise, timestep, latents[part]).prev_sample
                 done += 1
                 if progress:
                     progress(done, total)

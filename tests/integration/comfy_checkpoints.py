@@ -25,28 +25,53 @@ log = logging.getLogger("fia.tests.comfy_checkpoints")
 # The full UNet configs ComfyUI matches against (comfy/model_detection.py,
 # unet_config_from_diffusers_unet), plus the SD 2.x one.
 _COMMON = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-    "legacy": False, "in_channels": 4, "model_channels": 320, "use_temporal_attention": False,
+    "use_checkpoint": False,
+    "image_size": 32,
+    "out_channels": 4,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "in_channels": 4,
+    "model_channels": 320,
+    "use_temporal_attention": False,
     "use_temporal_resblock": False,
 }
 UNET_CONFIGS = {
     "sd15": {
-        **_COMMON, "adm_in_channels": None, "num_res_blocks": [2, 2, 2, 2],
-        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4],
-        "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768,
-        "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        **_COMMON,
+        "adm_in_channels": None,
+        "num_res_blocks": [2, 2, 2, 2],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+        "channel_mult": [1, 2, 4, 4],
+        "transformer_depth_middle": 1,
+        "use_linear_in_transformer": False,
+        "context_dim": 768,
+        "num_heads": 8,
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
     },
     "sd2": {
-        **_COMMON, "adm_in_channels": None, "num_res_blocks": [2, 2, 2, 2],
-        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4],
-        "transformer_depth_middle": 1, "use_linear_in_transformer": True, "context_dim": 1024,
-        "num_head_channels": 64, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        **_COMMON,
+        "adm_in_channels": None,
+        "num_res_blocks": [2, 2, 2, 2],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+        "channel_mult": [1, 2, 4, 4],
+        "transformer_depth_middle": 1,
+        "use_linear_in_transformer": True,
+        "context_dim": 1024,
+        "num_head_channels": 64,
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
     },
     "sdxl": {
-        **_COMMON, "num_classes": "sequential", "adm_in_channels": 2816, "num_res_blocks": [2, 2, 2],
-        "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4],
-        "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": 2048,
-        "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+        **_COMMON,
+        "num_classes": "sequential",
+        "adm_in_channels": 2816,
+        "num_res_blocks": [2, 2, 2],
+        "transformer_depth": [0, 0, 2, 2, 10, 10],
+        "channel_mult": [1, 2, 4],
+        "transformer_depth_middle": 10,
+        "use_linear_in_transformer": True,
+        "context_dim": 2048,
+        "num_head_channels": 64,
+        "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
     },
 }
 # What ComfyUI's detection must report for each file (the model_config class name).
@@ -58,8 +83,16 @@ KINDS = {
 }
 # The SD 1.x/2.x/XL VAE (comfy/sd.py, VAE.__init__, "default SD1.x/SD2.x VAE parameters").
 VAE_DDCONFIG = {
-    "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-    "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
+    "double_z": True,
+    "z_channels": 4,
+    "resolution": 256,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 128,
+    "ch_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_resolutions": [],
+    "dropout": 0.0,
 }
 # comfy/supported_models.py, SD20.model_type: v-prediction is detected from the spread
 # of this bias (std > 0.09).

@@ -39,7 +39,9 @@ class PromptValidationError(RuntimeError):
         lines = [f"{error.get('message')}: {error.get('details')}"]
         for node_id, info in node_errors.items():
             for reason in info.get("errors", []):
-                lines.append(f"  node {node_id} ({info.get('class_type')}): {reason.get('message')}: {reason.get('details')}")
+                lines.append(
+                    f"  node {node_id} ({info.get('class_type')}): {reason.get('message')}: {reason.get('details')}"
+                )
         super().__init__("\n".join(lines))
 
 
@@ -51,7 +53,9 @@ class PromptExecutionError(RuntimeError):
         self.data = data
         text = f"{event} in node {data.get('node_id')} ({data.get('node_type')})"
         if "exception_message" in data:
-            text += f": {data.get('exception_type')}: {data['exception_message']}\n" + "".join(data.get("traceback", []))
+            text += f": {data.get('exception_type')}: {data['exception_message']}\n" + "".join(
+                data.get("traceback", [])
+            )
         super().__init__(text)
 
 
@@ -61,7 +65,13 @@ def comfyui_path() -> Path:
     if not raw:
         raise ComfyUnavailable("COMFYUI_PATH is not set (see tests/integration/README.md)")
     path = Path(raw).expanduser().resolve()
-    for marker in ("nodes.py", "execution.py", "folder_paths.py", "comfy/model_management.py", "comfy_api/latest/__init__.py"):
+    for marker in (
+        "nodes.py",
+        "execution.py",
+        "folder_paths.py",
+        "comfy/model_management.py",
+        "comfy_api/latest/__init__.py",
+    ):
         if not (path / marker).is_file():
             raise ComfyUnavailable(f"COMFYUI_PATH={raw} is not a ComfyUI tree with the V3 API: {marker} is missing")
     return path
@@ -132,6 +142,7 @@ class ComfyHost:
         import comfy.utils
         import execution
         import folder_paths
+
         import nodes
 
         self.mm, self.nodes, self.execution, self.folder_paths = mm, nodes, execution, folder_paths
@@ -193,9 +204,7 @@ class ComfyHost:
         """
         prompt = {str(k): v for k, v in prompt.items()}
         prompt_id = str(uuid.uuid4())
-        valid, error, outputs_to_run, node_errors = asyncio.run(
-            self.execution.validate_prompt(prompt_id, prompt, None)
-        )
+        valid, error, outputs_to_run, node_errors = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
         if not valid:
             raise PromptValidationError(error, node_errors)
         if fresh:

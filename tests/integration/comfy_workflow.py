@@ -102,5 +102,9 @@ def workflow_to_prompt(workflow: Mapping[str, Any], node_classes: Mapping[str, A
                 inputs.pop(inp["name"], None)
             else:
                 inputs[inp["name"]] = value
-        prompt[str(node_id)] = {"class_type": class_type, "inputs": inputs, "_meta": {"title": node.get("title", class_type)}}
+        prompt[str(node_id)] = {
+            "class_type": class_type,
+            "inputs": inputs,
+            "_meta": {"title": node.get("title", class_type)},
+        }
     return prompt

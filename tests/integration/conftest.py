@@ -24,7 +24,7 @@ REPO_ROOT = HERE.parents[1]
 if str(HERE) not in sys.path:  # also under --import-mode=importlib
     sys.path.insert(0, str(HERE))
 
-import comfy_host
+import comfy_host  # noqa: E402  (needs HERE on sys.path first)
 
 
 def checkpoint_cache() -> Path:

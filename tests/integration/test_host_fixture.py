@@ -9,7 +9,7 @@ import comfy_host
 import pytest
 import torch
 
-TINY_PACK = '''
+TINY_PACK = """
 from typing_extensions import override
 
 import comfy.utils
@@ -65,7 +65,7 @@ class TinyExtension(ComfyExtension):
 
 async def comfy_entrypoint() -> TinyExtension:
     return TinyExtension()
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -80,32 +80,65 @@ def txt2img_workflow(ckpt: str, seed: int, steps: int = 2, batch: int = 1) -> di
     """A UI-format workflow as the frontend saves it (nodes, links, widgets_values)."""
 
     def node(id_, type_, inputs=(), outputs=(), widgets=(), mode=0):
-        return {"id": id_, "type": type_, "mode": mode,
-                "inputs": [{"name": n, "type": t, "link": link} for n, t, link in inputs],
-                "outputs": [{"name": n, "type": t, "links": links} for n, t, links in outputs],
-                "widgets_values": list(widgets)}
+        return {
+            "id": id_,
+            "type": type_,
+            "mode": mode,
+            "inputs": [{"name": n, "type": t, "link": link} for n, t, link in inputs],
+            "outputs": [{"name": n, "type": t, "links": links} for n, t, links in outputs],
+            "widgets_values": list(widgets),
+        }
 
     return {
         "nodes": [
-            node(4, "CheckpointLoaderSimple", outputs=[("MODEL", "MODEL", [1]), ("CLIP", "CLIP", [3, 5]), ("VAE", "VAE", [8])],
-                 widgets=[ckpt]),
-            node(6, "CLIPTextEncode", inputs=[("clip", "CLIP", 3)], outputs=[("CONDITIONING", "CONDITIONING", [4])],
-                 widgets=["a photo of a cat"]),
-            node(7, "CLIPTextEncode", inputs=[("clip", "CLIP", 5)], outputs=[("CONDITIONING", "CONDITIONING", [6])],
-                 widgets=["blurry"]),
+            node(
+                4,
+                "CheckpointLoaderSimple",
+                outputs=[("MODEL", "MODEL", [1]), ("CLIP", "CLIP", [3, 5]), ("VAE", "VAE", [8])],
+                widgets=[ckpt],
+            ),
+            node(
+                6,
+                "CLIPTextEncode",
+                inputs=[("clip", "CLIP", 3)],
+                outputs=[("CONDITIONING", "CONDITIONING", [4])],
+                widgets=["a photo of a cat"],
+            ),
+            node(
+                7,
+                "CLIPTextEncode",
+                inputs=[("clip", "CLIP", 5)],
+                outputs=[("CONDITIONING", "CONDITIONING", [6])],
+                widgets=["blurry"],
+            ),
             node(5, "EmptyLatentImage", outputs=[("LATENT", "LATENT", [2])], widgets=[64, 64, batch]),
-            node(3, "KSampler",
-                 inputs=[("model", "MODEL", 1), ("positive", "CONDITIONING", 4), ("negative", "CONDITIONING", 6),
-                         ("latent_image", "LATENT", 2)],
-                 outputs=[("LATENT", "LATENT", [7])],
-                 widgets=[seed, "fixed", steps, 7.5, "euler", "normal", 1.0]),
-            node(8, "VAEDecode", inputs=[("samples", "LATENT", 7), ("vae", "VAE", 8)], outputs=[("IMAGE", "IMAGE", [9])]),
+            node(
+                3,
+                "KSampler",
+                inputs=[
+                    ("model", "MODEL", 1),
+                    ("positive", "CONDITIONING", 4),
+                    ("negative", "CONDITIONING", 6),
+                    ("latent_image", "LATENT", 2),
+                ],
+                outputs=[("LATENT", "LATENT", [7])],
+                widgets=[seed, "fixed", steps, 7.5, "euler", "normal", 1.0],
+            ),
+            node(
+                8, "VAEDecode", inputs=[("samples", "LATENT", 7), ("vae", "VAE", 8)], outputs=[("IMAGE", "IMAGE", [9])]
+            ),
             node(9, "SaveImage", inputs=[("images", "IMAGE", 9)], widgets=["fia_test"]),
             node(10, "Note", widgets=["frontend-only, dropped by the converter"]),
         ],
         "links": [
-            [1, 4, 0, 3, 0, "MODEL"], [2, 5, 0, 3, 3, "LATENT"], [3, 4, 1, 6, 0, "CLIP"], [4, 6, 0, 3, 1, "CONDITIONING"],
-            [5, 4, 1, 7, 0, "CLIP"], [6, 7, 0, 3, 2, "CONDITIONING"], [7, 3, 0, 8, 0, "LATENT"], [8, 4, 2, 8, 1, "VAE"],
+            [1, 4, 0, 3, 0, "MODEL"],
+            [2, 5, 0, 3, 3, "LATENT"],
+            [3, 4, 1, 6, 0, "CLIP"],
+            [4, 6, 0, 3, 1, "CONDITIONING"],
+            [5, 4, 1, 7, 0, "CLIP"],
+            [6, 7, 0, 3, 2, "CONDITIONING"],
+            [7, 3, 0, 8, 0, "LATENT"],
+            [8, 4, 2, 8, 1, "VAE"],
             [9, 8, 0, 9, 0, "IMAGE"],
         ],
         "version": 0.4,
@@ -120,10 +153,12 @@ def test_comfyui_path_refuses_a_non_comfy_dir(tmp_path, monkeypatch):
 
 def test_v3_pack_loads_and_runs(comfy, tiny_pack):
     assert tiny_pack == ["FIATestMakeNumbers", "FIATestSumNumbers"]
-    result = comfy.run_prompt({
-        "1": {"class_type": "FIATestMakeNumbers", "inputs": {"count": 4, "scale": 0.5}},
-        "2": {"class_type": "FIATestSumNumbers", "inputs": {"numbers": ["1", 0], "label": "s"}},
-    })
+    result = comfy.run_prompt(
+        {
+            "1": {"class_type": "FIATestMakeNumbers", "inputs": {"count": 4, "scale": 0.5}},
+            "2": {"class_type": "FIATestSumNumbers", "inputs": {"numbers": ["1", 0], "label": "s"}},
+        }
+    )
     assert torch.equal(result.outputs["1"][0], torch.tensor([0.0, 0.5, 1.0, 1.5]))
     assert result.outputs["2"] == (3.0,)
     assert result.ui["2"] == {"text": ["s=3.0"]}
@@ -132,10 +167,12 @@ def test_v3_pack_loads_and_runs(comfy, tiny_pack):
 
 def test_invalid_prompt_raises_with_comfy_reasons(comfy, tiny_pack):
     with pytest.raises(comfy_host.PromptValidationError, match="count") as info:
-        comfy.run_prompt({
-            "1": {"class_type": "FIATestMakeNumbers", "inputs": {"count": 1000, "scale": 1.0}},
-            "2": {"class_type": "FIATestSumNumbers", "inputs": {"numbers": ["1", 0], "label": "s"}},
-        })
+        comfy.run_prompt(
+            {
+                "1": {"class_type": "FIATestMakeNumbers", "inputs": {"count": 1000, "scale": 1.0}},
+                "2": {"class_type": "FIATestSumNumbers", "inputs": {"numbers": ["1", 0], "label": "s"}},
+            }
+        )
     assert "1" in info.value.node_errors
 
 

@@ -5,11 +5,10 @@ Skipped without COMFYUI_PATH (see README.md beside this file).
 
 from __future__ import annotations
 
-import sys
+import importlib
 
 import pytest
 import torch
-
 from comfy_host import PromptExecutionError, PromptValidationError
 
 NODE_IDS = [
@@ -25,8 +24,17 @@ TINY = {"pairs": 2, "steps": 10, "saliency_steps": 2, "resolution": 64}
 
 
 def collector_inputs(**over) -> dict:
-    inputs = {"concepts": "dog\ncat", "kind": "object", "cfg": 7.5, "seed": 0, "mode": "fast", "r1": 0.05,
-              "include_uncond": False, "batch_size": 16, **TINY}
+    inputs = {
+        "concepts": "dog\ncat",
+        "kind": "object",
+        "cfg": 7.5,
+        "seed": 0,
+        "mode": "fast",
+        "r1": 0.05,
+        "include_uncond": False,
+        "batch_size": 16,
+        **TINY,
+    }
     inputs.update(over)
     return inputs
 
@@ -35,18 +43,34 @@ def fia_graph(ckpt: str, r2=0.01, alpha=0.6, strength=1.0, **collector) -> dict:
     """Checkpoint -> collector -> localizer -> fusion -> apply -> sample; report as output."""
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "2": {"class_type": "FIAConceptSaliencyCollector",
-              "inputs": {"model": ["1", 0], "clip": ["1", 1], **collector_inputs(**collector)}},
+        "2": {
+            "class_type": "FIAConceptSaliencyCollector",
+            "inputs": {"model": ["1", 0], "clip": ["1", 1], **collector_inputs(**collector)},
+        },
         "3": {"class_type": "FIANeuronLocalizer", "inputs": {"saliency": ["2", 0], "r1": 0.05, "r2": r2}},
-        "4": {"class_type": "FIAAgnosticFusion", "inputs": {"concept_masks": ["3", 0], "alpha": alpha,
-                                                            "protect_agnostic": True}},
+        "4": {
+            "class_type": "FIAAgnosticFusion",
+            "inputs": {"concept_masks": ["3", 0], "alpha": alpha, "protect_agnostic": True},
+        },
         "5": {"class_type": "FIAApplyMask", "inputs": {"model": ["1", 0], "mask": ["4", 0], "strength": strength}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a dog in a garden"}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
         "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "9": {"class_type": "KSampler", "inputs": {"model": ["5", 0], "positive": ["6", 0], "negative": ["7", 0],
-                                                   "latent_image": ["8", 0], "seed": 1, "steps": 2, "cfg": 7.0,
-                                                   "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "9": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["5", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["8", 0],
+                "seed": 1,
+                "steps": 2,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+            },
+        },
         "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
         "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
         "12": {"class_type": "FIAMaskReport", "inputs": {"mask": ["4", 0]}},
@@ -54,11 +78,13 @@ def fia_graph(ckpt: str, r2=0.01, alpha=0.6, strength=1.0, **collector) -> dict:
     }
 
 
-def pack_module(comfy):
-    """The pack as ComfyUI imported it (its folder name is the module name)."""
-    return sys.modules[type(comfy.node_class("FIAApplyMask")).__module__.rsplit(".nodes", 1)[0]] if False else next(
-        module for name, module in sys.modules.items() if name.endswith(".nodes.host") and hasattr(module, "apply_mask")
-    )
+def pack_module(comfy, name: str = "nodes.host"):
+    """A module of the pack as ComfyUI imported it (the pack's folder path is its package name).
+
+    The tests use the pack's own copy of fia_engine, so that its classes are the ones the nodes raise.
+    """
+    package = comfy.node_class("FIAApplyMask").__module__.rsplit(".nodes", 1)[0]
+    return importlib.import_module(f"{package}.{name}")
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +147,10 @@ def test_changing_r2_alpha_strength_does_not_recollect(comfy, fia_pack, sd15_ckp
         again = comfy.run_prompt(fia_graph(sd15_ckpt, seed=21, **change))
         assert not any(node == "2" for node, _, _ in again.progress), f"collector re-ran after {change}"
         assert again.outputs["2"][0] is first.outputs["2"][0]
-    assert comfy.run_prompt(fia_graph(sd15_ckpt, seed=21, r2=0.02)).outputs["4"][0].pruned_count > \
-        first.outputs["4"][0].pruned_count
+    assert (
+        comfy.run_prompt(fia_graph(sd15_ckpt, seed=21, r2=0.02)).outputs["4"][0].pruned_count
+        > first.outputs["4"][0].pruned_count
+    )
 
 
 # --- the input model is untouched ---------------------------------------------------------------
@@ -130,14 +158,14 @@ def test_changing_r2_alpha_strength_does_not_recollect(comfy, fia_pack, sd15_ckp
 
 def test_original_model_bit_identical_after_patched_model_ran(comfy, fia_pack, sd15):
     host = pack_module(comfy)
-    from fia_engine.diffusers_runner import CollectionSettings
-    from fia_engine.prompts import build_prompt_plan
+    CollectionSettings = pack_module(comfy, "fia_engine.diffusers_runner").CollectionSettings
+    build_prompt_plan = pack_module(comfy, "fia_engine.prompts").build_prompt_plan
 
     model, clip, _ = sd15
     before = sample(model, clip)
     settings = CollectionSettings(**TINY, seed=5)
     saliency = host.collect_saliency(model, clip, build_prompt_plan("church", "object", 2), settings)
-    mask = _fuse(saliency)
+    mask = _fuse(comfy, saliency)
     patched = host.apply_mask(model, mask, 1.0)
     after_patched = sample(patched, clip)
     assert not torch.equal(before, after_patched), "the mask changed nothing"
@@ -146,18 +174,17 @@ def test_original_model_bit_identical_after_patched_model_ran(comfy, fia_pack, s
     assert not model.patches, "patches leaked into the input model"
 
 
-def _fuse(saliency):
-    from fia_engine import fuse, localize_concepts
-
-    return fuse(localize_concepts(saliency, 0.05, 0.01), 0.6)
+def _fuse(comfy, saliency):
+    engine = pack_module(comfy, "fia_engine")
+    return engine.fuse(engine.localize_concepts(saliency, 0.05, 0.01), 0.6)
 
 
 def test_interrupt_stops_collection_cleanly(comfy, fia_pack, sd15):
     import comfy.model_management as mm
 
     host = pack_module(comfy)
-    from fia_engine.diffusers_runner import CollectionSettings
-    from fia_engine.prompts import build_prompt_plan
+    CollectionSettings = pack_module(comfy, "fia_engine.diffusers_runner").CollectionSettings
+    build_prompt_plan = pack_module(comfy, "fia_engine.prompts").build_prompt_plan
 
     model, clip, _ = sd15
     before = sample(model, clip, seed=9)
@@ -180,18 +207,22 @@ def test_interrupt_stops_collection_cleanly(comfy, fia_pack, sd15):
 
 def test_patch_memory_scales_with_what_is_pruned(comfy, fia_pack, sd15, capsys):
     host = pack_module(comfy)
-    from fia_engine.diffusers_runner import CollectionSettings
-    from fia_engine.prompts import build_prompt_plan
+    CollectionSettings = pack_module(comfy, "fia_engine.diffusers_runner").CollectionSettings
+    build_prompt_plan = pack_module(comfy, "fia_engine.prompts").build_prompt_plan
 
     model, clip, _ = sd15
-    saliency = host.collect_saliency(model, clip, build_prompt_plan("dog\ncat", "object", 2), CollectionSettings(**TINY))
-    mask = _fuse(saliency)
+    saliency = host.collect_saliency(
+        model, clip, build_prompt_plan("dog\ncat", "object", 2), CollectionSettings(**TINY)
+    )
+    mask = _fuse(comfy, saliency)
     patched = host.apply_mask(model, mask, 1.0)
     extra = sum(p[1].nbytes for key, patches in patched.patches.items() for p in patches)
     dense = sum(mask.shapes[n][0] * mask.shapes[n][1] for n in mask.shapes) * 4  # a ("diff", -W*M) patch in fp32
     with capsys.disabled():
-        print(f"\nFIA Apply Mask on SD 1.5: {mask.pruned_count} weights pruned ({100 * mask.pruned_fraction:.3f} %); "
-              f"patch bytes {extra} vs dense diff patch {dense} ({100 * extra / dense:.3f} %)")
+        print(
+            f"\nFIA Apply Mask on SD 1.5: {mask.pruned_count} weights pruned ({100 * mask.pruned_fraction:.3f} %); "
+            f"patch bytes {extra} vs dense diff patch {dense} ({100 * extra / dense:.3f} %)"
+        )
     assert extra == mask.pruned_count * 4  # int32 indices, nothing else
     assert extra < 0.05 * dense
 
@@ -206,11 +237,13 @@ def test_empty_concepts_error(comfy, fia_pack, sd15_ckpt, concepts):
 
 
 def test_strength_out_of_range(comfy, fia_pack, sd15_ckpt, sd15):
-    with pytest.raises(PromptValidationError, match="strength"):
-        comfy.run_prompt(fia_graph(sd15_ckpt, strength=1.5))
+    graph = fia_graph(sd15_ckpt, strength=1.5)
+    del graph["12"], graph["13"]  # ComfyUI refuses a prompt only when no valid output is left
+    with pytest.raises(PromptValidationError, match="Value 1.5 bigger than max of 1.0: strength"):
+        comfy.run_prompt(graph)
     host = pack_module(comfy)
-    from fia_engine import InvalidInputError
-    from fia_engine.masks import FIAMask
+    InvalidInputError = pack_module(comfy, "fia_engine").InvalidInputError
+    FIAMask = pack_module(comfy, "fia_engine.masks").FIAMask
 
     empty = FIAMask(indices={}, shapes={}, family="SD1.x", fingerprint="x")
     with pytest.raises(InvalidInputError, match="strength must be between 0 and 1"):
@@ -221,13 +254,19 @@ def test_unsupported_model_is_refused(comfy, fia_pack):
     from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 
     host = pack_module(comfy)
-    from fia_engine import UnsupportedArchitectureError
+    UnsupportedArchitectureError = pack_module(comfy, "fia_engine").UnsupportedArchitectureError
 
     class FakePatcher:  # what a ModelPatcher exposes to the host: .model.diffusion_model
         class model:
-            diffusion_model = MMDiT(input_size=8, patch_size=2, in_channels=4, depth=1, num_patches=64,
-                                    adm_in_channels=8, context_embedder_config={"target": "torch.nn.Linear",
-                                                                                "params": {"in_features": 8, "out_features": 64}})
+            diffusion_model = MMDiT(
+                input_size=8,
+                patch_size=2,
+                in_channels=4,
+                depth=1,
+                num_patches=64,
+                adm_in_channels=8,
+                context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 8, "out_features": 64}},
+            )
 
     with pytest.raises(UnsupportedArchitectureError, match="MMDiT"):
         host.model_targets(FakePatcher())
@@ -263,8 +302,12 @@ def test_mask_for_another_architecture_is_refused(comfy, fia_pack, sd15_ckpt, tm
     from fia_engine.testing import tiny_unet
 
     targets = find_target_layers(tiny_unet())
-    foreign = FIAMask(indices={n: torch.tensor([0]) for n in targets.shapes}, shapes=targets.shapes,
-                      family=targets.family, fingerprint=targets.fingerprint)
+    foreign = FIAMask(
+        indices={n: torch.tensor([0]) for n in targets.shapes},
+        shapes=targets.shapes,
+        family=targets.family,
+        fingerprint=targets.fingerprint,
+    )
     folder_paths.add_model_folder_path("fia_masks", str(tmp_path), is_default=True)
     foreign.save(tmp_path / "tiny.safetensors")
     graph = {
@@ -273,9 +316,21 @@ def test_mask_for_another_architecture_is_refused(comfy, fia_pack, sd15_ckpt, tm
         "3": {"class_type": "FIAApplyMask", "inputs": {"model": ["1", 0], "mask": ["2", 0], "strength": 1.0}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "x"}},
         "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "9": {"class_type": "KSampler", "inputs": {"model": ["3", 0], "positive": ["6", 0], "negative": ["6", 0],
-                                                   "latent_image": ["8", 0], "seed": 1, "steps": 1, "cfg": 7.0,
-                                                   "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "9": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["3", 0],
+                "positive": ["6", 0],
+                "negative": ["6", 0],
+                "latent_image": ["8", 0],
+                "seed": 1,
+                "steps": 1,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+            },
+        },
         "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
         "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
     }

@@ -215,5 +215,8 @@ def test_mask_for_another_family_with_the_same_shapes(tiny_pipeline, mask_file, 
     config = json.loads((other / "unet" / "config.json").read_text())
     config["cross_attention_dim"] = 1024
     (other / "unet" / "config.json").write_text(json.dumps(config))
-    fails(["apply", "--pipeline", str(other), "--mask", str(mask_file), "--out", str(tmp_path / "o")], capsys,
-          "made for a UNet(context=32) model, but the model is SD2.x")
+    fails(
+        ["apply", "--pipeline", str(other), "--mask", str(mask_file), "--out", str(tmp_path / "o")],
+        capsys,
+        "made for a UNet(context=32) model, but the model is SD2.x",
+    )

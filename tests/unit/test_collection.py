@@ -74,3 +74,13 @@ def test_fp16_model_keeps_its_dtype_and_accumulates_in_fp32(tiny_pipeline):
     layer = next(iter(saliency.layers.values()))
     assert layer.column_scores.dtype == torch.float32
     assert layer.weight_abs.dtype == torch.bfloat16
+
+
+def test_euler_sampler_chunks_like_one_batch(tiny_pipeline):
+    """Euler counts its steps: every row chunk needs its own scheduler for the chunks to agree."""
+    components = load_components(tiny_pipeline, "cpu")
+    settings = dict(SMALL, sampler="euler")
+    one = collect_saliency(components, ["church"], CollectionSettings(batch_size=64, **settings))
+    many = collect_saliency(components, ["church"], CollectionSettings(batch_size=1, **settings))
+    for name, layer in one.layers.items():
+        torch.testing.assert_close(layer.column_scores, many.layers[name].column_scores, rtol=1e-3, atol=5e-5)
