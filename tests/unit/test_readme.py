@@ -28,3 +28,15 @@ def test_readme_python_example_runs(tiny_pipeline, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "golf-church.safetensors").is_file()
+
+
+def test_comfy_requirements_never_touch_torch():
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    names = {line.split(">")[0].split("=")[0].split("<")[0].strip().lower() for line in lines if line}
+    assert not names & {"torch", "torchvision", "torchaudio"}
+
+
+def test_pack_exports_only_the_v3_entrypoint():
+    """ComfyUI takes NODE_CLASS_MAPPINGS before comfy_entrypoint: exporting both would hide V3."""
+    text = (ROOT / "__init__.py").read_text()
+    assert "comfy_entrypoint" in text and "NODE_CLASS_MAPPINGS" not in text.split('"""', 2)[2]
