@@ -176,7 +176,8 @@ class _LayerStats:
             return
         counts = self.counts.clamp(min=1)
         means = self.sums / counts
-        weight_abs = self.weight.detach().abs().float()
+        # In a host's low-VRAM mode the module's weight may live elsewhere than the statistics.
+        weight_abs = self.weight.detach().to(self.sums.device).abs().float()
         for concept, (cg, bg) in enumerate(zip(self.plan.concept_groups, self.plan.base_groups, strict=True)):
             self._require_samples(cg, bg, self.counts[:, 0, 0])
             slot = int(self.square_slot[bg])
@@ -203,7 +204,9 @@ class _LayerStats:
             self._require_samples(cg, bg, self.counts[:, :, 0].amin(dim=0))
             spread = _std(self.sums[:, bg], self.squares[:, bg], self.counts[:, bg])
             scores.append((means[:, cg] - means[:, bg] - spread).clamp_(min=0))
-        return LayerSaliency(column_scores=torch.stack(scores), weight_abs=self.weight.detach().abs().clone())
+        return LayerSaliency(
+            column_scores=torch.stack(scores), weight_abs=self.weight.detach().to(self.sums.device).abs()
+        )
 
 
 class SaliencyCollector:
