@@ -113,6 +113,22 @@ class PromptResult:
     progress: list[tuple[str | None, float, float]] = field(default_factory=list)
 
 
+def _settle_torchvision_before_comfyui() -> None:
+    """Let transformers and diffusers look for torchvision before ComfyUI's folder is on sys.path.
+
+    Where no torchvision wheel matches the installed torch, the test setup puts a pure-Python
+    torchvision stub inside the ComfyUI folder (README.md): ComfyUI only needs to import it,
+    but transformers and diffusers would take it for the real library. Both cache the answer.
+    """
+    try:
+        import diffusers.utils.import_utils  # noqa: F401  (computes its answer on import)
+        from transformers.utils.import_utils import is_torchvision_available
+
+        is_torchvision_available()
+    except ImportError:
+        pass
+
+
 class ComfyHost:
     """One booted ComfyUI: its modules, a recording server and a PromptExecutor."""
 
@@ -123,6 +139,7 @@ class ComfyHost:
         self._boot()
 
     def _boot(self) -> None:
+        _settle_torchvision_before_comfyui()
         if str(self.root) not in sys.path:
             sys.path.insert(0, str(self.root))
         import comfy.options

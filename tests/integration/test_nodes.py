@@ -251,6 +251,7 @@ def test_strength_out_of_range(comfy, fia_pack, sd15_ckpt, sd15):
 
 
 def test_unsupported_model_is_refused(comfy, fia_pack):
+    from comfy import ops as comfy_ops  # not `import comfy.ops`: that would rebind the fixture's name
     from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 
     host = pack_module(comfy)
@@ -266,6 +267,7 @@ def test_unsupported_model_is_refused(comfy, fia_pack):
                 num_patches=64,
                 adm_in_channels=8,
                 context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 8, "out_features": 64}},
+                operations=comfy_ops.disable_weight_init,
             )
 
     with pytest.raises(UnsupportedArchitectureError, match="MMDiT"):
