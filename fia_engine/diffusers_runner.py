@@ -144,9 +144,9 @@ def load_components(
 @torch.no_grad()
 def encode_prompts(components: DiffusersComponents, texts: list[str]) -> torch.Tensor:
     tokenizer = components.tokenizer
-    tokens = tokenizer(
-        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
+    # Some tokenizer configs say model_max_length = 8192 or more; the encoder decides the real limit.
+    length = min(tokenizer.model_max_length, components.text_encoder.config.max_position_embeddings)
+    tokens = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
     hidden = components.text_encoder(tokens.input_ids.to(components.device))[0]
     return hidden.to(components.dtype)
 

@@ -90,11 +90,11 @@ def pack_module(comfy, name: str = "nodes.host"):
 @pytest.fixture(scope="module")
 def sd15(comfy, sd15_ckpt):
     """(model, clip, vae) of the random SD 1.5 checkpoint, loaded once."""
-    import comfy.sd
     import folder_paths
+    from comfy import sd as comfy_sd  # keeps the `comfy` fixture name unshadowed
 
     path = folder_paths.get_full_path_or_raise("checkpoints", sd15_ckpt)
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)
+    model, clip, vae, _ = comfy_sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)
     return model, clip, vae
 
 

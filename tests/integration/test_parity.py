@@ -32,7 +32,9 @@ def export_to_diffusers(model, ckpt_path: str, folder) -> None:
     state = load_file(ckpt_path)
     mapping = comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
     unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)
-    unet.load_state_dict({key: state["model.diffusion_model." + ldm].float() for key, ldm in mapping.items()})
+    prefix = "model.diffusion_model."
+    # the map lists optional keys too (e.g. skip convolutions SD 1.5 does not have); strict loading checks the rest
+    unet.load_state_dict({key: state[prefix + ldm].float() for key, ldm in mapping.items() if prefix + ldm in state})
     unet.save_pretrained(folder / "unet")
     config = CLIPTextConfig(
         vocab_size=49408,
@@ -44,9 +46,10 @@ def export_to_diffusers(model, ckpt_path: str, folder) -> None:
         hidden_act="quick_gelu",
     )
     text = CLIPTextModel(config)
-    prefix = "cond_stage_model.transformer."
-    text_state = {k[len(prefix) :]: v.float() for k, v in state.items() if k.startswith(prefix)}
-    text.load_state_dict(text_state, strict=False)
+    text_prefix = "cond_stage_model.transformer.text_model."
+    text_state = {k[len(text_prefix) :]: v.float() for k, v in state.items() if k.startswith(text_prefix)}
+    target = text if "embeddings.token_embedding.weight" in text.state_dict() else text.text_model
+    target.load_state_dict(text_state, strict=True)  # strict: a silent partial load would void the comparison
     text.save_pretrained(folder / "text_encoder")
     CLIPTokenizer.from_pretrained(str(comfyui_path() / "comfy" / "sd1_tokenizer")).save_pretrained(folder / "tokenizer")
     EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").save_pretrained(
@@ -60,8 +63,8 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_nodes_and_diffusers_give_the_same_masks(comfy, fia_pack, sd15_ckpt, tmp_path, capsys):
-    import comfy.sd
     import folder_paths
+    from comfy import sd as comfy_sd  # keeps the `comfy` fixture name unshadowed
 
     from fia_engine import fuse, localize_concepts
     from fia_engine.diffusers_runner import CollectionSettings, collect_saliency, load_components
@@ -70,7 +73,7 @@ def test_nodes_and_diffusers_give_the_same_masks(comfy, fia_pack, sd15_ckpt, tmp
     package = comfy.node_class("FIAApplyMask").__module__.rsplit(".nodes", 1)[0]
     host = importlib.import_module(f"{package}.nodes.host")
     path = folder_paths.get_full_path_or_raise("checkpoints", sd15_ckpt)
-    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=True)
+    model, clip, _, _ = comfy_sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=True)
     export_to_diffusers(model, path, tmp_path)
 
     plan = build_prompt_plan(["church", "golf ball"], "object", SETTINGS["pairs"])

@@ -14,8 +14,8 @@ def pack(comfy, name: str):
 
 
 def test_sdxl_collect_localize_fuse_apply(comfy, fia_pack, random_ckpt):
-    import comfy.sd
     import folder_paths
+    from comfy import sd as comfy_sd  # keeps the `comfy` fixture name unshadowed
 
     import nodes
 
@@ -26,7 +26,7 @@ def test_sdxl_collect_localize_fuse_apply(comfy, fia_pack, random_ckpt):
     )
     plan = pack(comfy, "fia_engine.prompts").build_prompt_plan("church", "object", 1)
     path = folder_paths.get_full_path_or_raise("checkpoints", random_ckpt("sdxl"))
-    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=True)
+    model, clip, _, _ = comfy_sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=True)
     targets = host.model_targets(model)
     assert targets.family == "SDXL" and len(targets) == 70
     saliency = host.collect_saliency(model, clip, plan, settings)
@@ -44,15 +44,15 @@ def test_sdxl_collect_localize_fuse_apply(comfy, fia_pack, random_ckpt):
 def test_lowvram_with_patched_ffn_is_refused(comfy, fia_pack, sd15_ckpt):
     """In low-VRAM mode ComfyUI computes patched weights per call (the module keeps the
     unpatched one); with patches on FFN2 the collector would measure the wrong |W|."""
-    import comfy.sd
     import folder_paths
+    from comfy import sd as comfy_sd  # keeps the `comfy` fixture name unshadowed
 
     host = pack(comfy, "nodes.host")
     engine = pack(comfy, "fia_engine")
     runner = pack(comfy, "fia_engine.diffusers_runner")
     plan = pack(comfy, "fia_engine.prompts").build_prompt_plan("dog", "object", 1)
     path = folder_paths.get_full_path_or_raise("checkpoints", sd15_ckpt)
-    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=True)
+    model, clip, _, _ = comfy_sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=True)
     targets = host.model_targets(model)
     lora_like = model.clone()
     key = "diffusion_model." + targets.layers[0].module_path + ".weight"
