@@ -15,7 +15,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        threads=args.threads, snapshot_every=args.snapshot_every,
+        threads=args.threads, snapshot_every=args.snapshot_every, init_from=args.init_from,
     )
     metadata = train(cfg, Path(args.out))
     print(json.dumps(metadata, indent=2))
@@ -47,7 +47,7 @@ def _cmd_check_model(args: argparse.Namespace) -> None:
     print(f"check-model: {result.images_per_digit} images per digit, seed {args.seed}, "
           f"{args.steps} DDIM steps, cfg {args.cfg}")
     print(f"{'digit':<8}accuracy")
-    for word, accuracy in zip(DIGIT_WORDS, result.per_digit):
+    for word, accuracy in zip(DIGIT_WORDS, result.per_digit, strict=True):
         print(f"{word:<8}{accuracy:.3f}")
     for wording in WORDINGS:
         print(f"wording {wording!r}: {result.per_wording[wording]:.3f}")
@@ -70,11 +70,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the model from scratch (CPU, seeded)")
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--snapshot-every", type=int, default=0)
+    p.add_argument("--init-from", default="", help="continue from a saved model folder")
     p.add_argument("--out", default=str(MODEL_DIR))
     p.set_defaults(func=_cmd_train)
 

@@ -61,7 +61,7 @@ def render_split(split: str, renders_per_digit: int, seed: int) -> tuple[torch.T
     rng = np.random.default_rng(seed)
     canvases, targets = [], []
     for _ in range(renders_per_digit):
-        for image, label in zip(images01, labels):
+        for image, label in zip(images01, labels, strict=True):
             r = random_render(int(label), rng)
             canvases.append(draw(image, r.side, r.bold, r.row, r.col))
             targets.append(int(label))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
@@ -11,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import UNet2DConditionModel
+from transformers import CLIPTextModel
 
 from . import MODEL_DIR
 from .data import sample_batch
 from .export import save_model
 from .model import build_scheduler, build_text_encoder, build_unet, count_parameters
-from .tokenizer import build_tokenizer, encode
+from .tokenizer import build_tokenizer, encode, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     steps: int = 2000
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 100
     weight_decay: float = 0.01
@@ -35,6 +38,7 @@ class TrainConfig:
     log_every: int = 50
     snapshot_every: int = 0  # 0: no intermediate snapshots
     snapshot_dir: str = "bench/_work/digits_snapshot"
+    init_from: str = ""  # a saved model folder to continue from (a second training phase)
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -65,16 +69,28 @@ class _Ema:
     def update(self) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for s, p in zip(self.shadow, self.params):
+        for s, p in zip(self.shadow, self.params, strict=True):
             s.lerp_(p.detach(), 1.0 - decay)
 
     @torch.no_grad()
     def swap(self) -> None:
         """Exchange live and averaged weights (call twice to restore)."""
-        for s, p in zip(self.shadow, self.params):
+        for s, p in zip(self.shadow, self.params, strict=True):
             tmp = p.detach().clone()
             p.copy_(s)
             s.copy_(tmp)
+
+
+def _load_phase(model_dir: Path, tokenizer) -> tuple:
+    """Weights and training record of an earlier phase; its vocabulary must be ours."""
+    saved = load_tokenizer(model_dir / "tokenizer")
+    if saved.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"{model_dir} was trained with another vocabulary")
+    unet = UNet2DConditionModel.from_pretrained(str(model_dir / "unet"))
+    text_encoder = CLIPTextModel.from_pretrained(str(model_dir / "text_encoder"))
+    record = json.loads((model_dir / "training.json").read_text())
+    logger.info("continuing from %s", model_dir)
+    return unet, text_encoder, record
 
 
 def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
@@ -83,9 +99,13 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     rng = np.random.default_rng(cfg.seed)
 
     tokenizer = build_tokenizer()
-    text_encoder = build_text_encoder(tokenizer)
-    unet = build_unet()
     scheduler = build_scheduler()
+    previous = None
+    if cfg.init_from:
+        unet, text_encoder, previous = _load_phase(Path(cfg.init_from), tokenizer)
+    else:
+        text_encoder = build_text_encoder(tokenizer)
+        unet = build_unet()
     logger.info(
         "parameters: unet %d, text encoder %d", count_parameters(unet), count_parameters(text_encoder)
     )
@@ -142,6 +162,7 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
         "torch": torch.__version__,
         "machine": platform.machine(),
         "parameters": {"unet": count_parameters(unet), "text_encoder": count_parameters(text_encoder)},
+        "previous_phase": previous,
     }
     save_model(out_dir, unet, text_encoder, tokenizer, scheduler, metadata)
     logger.info("training done in %.0f s, final mse %.4f", wall, metadata["final_mse_last100"])

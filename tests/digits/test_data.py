@@ -44,7 +44,7 @@ def test_captions_match_rendering():
     rng = np.random.default_rng(1)
     images, captions, renders = sample_batch(rng, 400)
     seen_neutral = seen_empty = 0
-    for image, caption, render in zip(images, captions, renders):
+    for image, caption, render in zip(images, captions, renders, strict=True):
         words = caption.split()
         if not words:
             seen_empty += 1
