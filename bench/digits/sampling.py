@@ -83,7 +83,9 @@ def sample_pairs(
     cond_table = embed(components, unique)
     cond_index = torch.tensor([unique.index(p) for p in prompts])
     uncond = embed(components, [""])
-    scheduler = DDIMScheduler.from_config(components.scheduler.config)
+    # "trailing" starts at the last training timestep: with the cosine schedule, "leading"
+    # would start from t = 950, where the noise still carries signal, and wash out images.
+    scheduler = DDIMScheduler.from_config(components.scheduler.config, timestep_spacing="trailing")
     scheduler.set_timesteps(steps)
 
     out = torch.empty((len(prompts), *shape))
