@@ -1,0 +1,81 @@
+"""Write and verify the diffusers-style model folder (no VAE: the UNet works in pixel space)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import diffusers
+
+logger = logging.getLogger(__name__)
+
+CHECKSUMS = "SHA256SUMS"
+WEIGHT_SUFFIX = ".safetensors"
+
+
+def model_index() -> dict:
+    return {
+        "_class_name": "FIADigitsPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "fia_pixel_space": True,
+        "fia_sample_size": 32,
+        "fia_channels": 1,
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": [None, None],
+    }
+
+
+def save_model(out_dir: Path, unet, text_encoder, tokenizer, scheduler, metadata: dict) -> None:
+    """Save every component, the index, training metadata and the weight checksums."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(str(out_dir / "unet"), safe_serialization=True)
+    text_encoder.save_pretrained(str(out_dir / "text_encoder"), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir / "tokenizer"))
+    scheduler.save_pretrained(str(out_dir / "scheduler"))
+    (out_dir / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+    (out_dir / "training.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    write_checksums(out_dir)
+    logger.info("model saved to %s", out_dir)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    return sorted(model_dir.rglob(f"*{WEIGHT_SUFFIX}"))
+
+
+def write_checksums(model_dir: Path) -> None:
+    """``sha256sum -c`` compatible list of the weight files, paths relative to the folder."""
+    lines = [f"{sha256_of(p)}  {p.relative_to(model_dir).as_posix()}" for p in weight_files(model_dir)]
+    (model_dir / CHECKSUMS).write_text("\n".join(lines) + "\n")
+
+
+def read_checksums(model_dir: Path) -> dict[str, str]:
+    entries = {}
+    for line in (model_dir / CHECKSUMS).read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            entries[name.strip()] = digest
+    return entries
+
+
+def verify_checksums(model_dir: Path) -> list[str]:
+    """Names of weight files whose sha256 differs from SHA256SUMS (or that are missing/unlisted)."""
+    listed = read_checksums(model_dir)
+    present = {p.relative_to(model_dir).as_posix() for p in weight_files(model_dir)}
+    bad = sorted(present ^ set(listed))
+    for name in sorted(present & set(listed)):
+        if sha256_of(model_dir / name) != listed[name]:
+            bad.append(name)
+    return bad
