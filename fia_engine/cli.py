@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--batch-size", type=int, default=16, help="prompt samples per UNet call")
     unlearn.add_argument("--seed", type=int, default=0)
     unlearn.add_argument(
+        "--timestep-spacing",
+        default=None,
+        choices=["leading", "linspace", "trailing"],
+        help="default: the folder's scheduler config",
+    )
+    unlearn.add_argument(
         "--sampler",
         default="ddim",
         choices=["ddim", "euler"],
@@ -133,6 +139,7 @@ def run_unlearn(args) -> int:
         resolution=args.resolution,
         batch_size=args.batch_size,
         sampler=args.sampler,
+        timestep_spacing=args.timestep_spacing,
         concept_template=args.concept_template,
         base_template=args.base_template,
         contexts=[c.strip() for c in args.contexts.split(",")] if args.contexts else None,

@@ -47,6 +47,7 @@ class CollectionSettings:
     resolution: int | None = None  # pixels; default: the UNet's native size
     batch_size: int = 16  # prompt samples per UNet call (x2 rows with guidance)
     sampler: str = "ddim"  # or "euler" (= ComfyUI's euler sampler with the normal schedule)
+    timestep_spacing: str | None = None  # leading / linspace / trailing; None: the folder's scheduler config
     concept_template: str | None = None
     base_template: str | None = None
     contexts: list[str] | None = None
@@ -65,6 +66,10 @@ class CollectionSettings:
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
             raise InvalidInputError(f"resolution must be a multiple of 8, got {self.resolution}")
         check_ratio("r1", self.r1)
+        if self.timestep_spacing not in (None, "leading", "linspace", "trailing"):
+            raise InvalidInputError(
+                f"timestep spacing must be leading, linspace or trailing, got {self.timestep_spacing!r}"
+            )
         if self.sampler not in SAMPLERS:
             raise InvalidInputError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
 
@@ -157,14 +162,14 @@ def initial_noise(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor
     return torch.randn(shape, generator=generator)
 
 
-def _scheduler(components: DiffusersComponents, steps: int, sampler: str):
+def _scheduler(components: DiffusersComponents, steps: int, sampler: str, spacing: str | None = None):
     from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
     config = {k: v for k, v in components.scheduler_config.items() if not k.startswith("_")}
-    if sampler == "euler":
-        scheduler = EulerDiscreteScheduler.from_config(config, timestep_spacing="linspace")
+    if sampler == "euler":  # linspace is what ComfyUI's "normal" schedule runs
+        scheduler = EulerDiscreteScheduler.from_config({**config, "timestep_spacing": spacing or "linspace"})
     else:
-        scheduler = DDIMScheduler.from_config(config)
+        scheduler = DDIMScheduler.from_config({**config, **({"timestep_spacing": spacing} if spacing else {})})
     scheduler.set_timesteps(steps)
     return scheduler
 
@@ -194,7 +199,7 @@ def collect_saliency(
         slice(i, min(i + settings.batch_size, len(plan.samples)))
         for i in range(0, len(plan.samples), settings.batch_size)
     ]
-    schedulers = [_scheduler(components, settings.steps, settings.sampler) for _ in chunks]
+    schedulers = [_scheduler(components, settings.steps, settings.sampler, settings.timestep_spacing) for _ in chunks]
     scheduler = schedulers[0]
     guided = settings.cfg > 1.0
     cond = encode_prompts(components, plan.texts)
