@@ -14,8 +14,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
     cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        threads=args.threads, snapshot_every=args.snapshot_every, init_from=args.init_from,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+        snapshot_every=args.snapshot_every,
+        init_from=args.init_from,
     )
     metadata = train(cfg, Path(args.out))
     print(json.dumps(metadata, indent=2))
@@ -35,8 +40,7 @@ def _cmd_judge_accuracy(args: argparse.Namespace) -> None:
     from .judge import heldout_accuracy, load_judge
 
     accuracy = heldout_accuracy(load_judge(), renders_per_digit=args.renders)
-    print(f"judge held-out accuracy (real TEST digits, {args.renders} random renders each): "
-          f"{accuracy:.4f}")
+    print(f"judge held-out accuracy (real TEST digits, {args.renders} random renders each): {accuracy:.4f}")
 
 
 def _cmd_check_model(args: argparse.Namespace) -> None:
@@ -44,8 +48,10 @@ def _cmd_check_model(args: argparse.Namespace) -> None:
     from .data import DIGIT_WORDS
 
     result = check_model(args.model, n=args.n, seed=args.seed, steps=args.steps, cfg=args.cfg)
-    print(f"check-model: {result.images_per_digit} images per digit, seed {args.seed}, "
-          f"{args.steps} DDIM steps, cfg {args.cfg}")
+    print(
+        f"check-model: {result.images_per_digit} images per digit, seed {args.seed}, "
+        f"{args.steps} DDIM steps, cfg {args.cfg}"
+    )
     print(f"{'digit':<8}accuracy")
     for word, accuracy in zip(DIGIT_WORDS, result.per_digit, strict=True):
         print(f"{word:<8}{accuracy:.3f}")

@@ -44,8 +44,9 @@ def plan(n: int) -> tuple[list[str], list[int], list[int], list[int]]:
     return prompts, noise_ids, digits, wordings
 
 
-def check_model(model_dir, n: int = 20, seed: int = 0, steps: int = DEFAULT_STEPS,
-                cfg: float = DEFAULT_CFG) -> CheckResult:
+def check_model(
+    model_dir, n: int = 20, seed: int = 0, steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG
+) -> CheckResult:
     components = load_components(model_dir)
     judge = load_judge()
     prompts, noise_ids, digits, wordings = plan(n)
@@ -54,7 +55,6 @@ def check_model(model_dir, n: int = 20, seed: int = 0, steps: int = DEFAULT_STEP
     digits, wordings = np.asarray(digits), np.asarray(wordings)
     return CheckResult(
         per_digit=[float(correct[digits == d].mean()) for d in range(len(DIGIT_WORDS))],
-        per_wording={wording: float(correct[wordings == w].mean())
-                     for w, wording in enumerate(WORDINGS)},
+        per_wording={wording: float(correct[wordings == w].mean()) for w, wording in enumerate(WORDINGS)},
         images_per_digit=n * len(WORDINGS),
     )

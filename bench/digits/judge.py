@@ -49,8 +49,9 @@ def features(images: torch.Tensor) -> np.ndarray:
         top = int(r0 + r1 + 1 - extent) // 2 + side
         left = int(c0 + c1 + 1 - extent) // 2 + side
         crop = padded[i, top : top + extent, left : left + extent][None, None]
-        small = F.interpolate(crop, size=(FEATURE_SIDE, FEATURE_SIDE), mode="bilinear",
-                              align_corners=False, antialias=True)[0, 0]
+        small = F.interpolate(
+            crop, size=(FEATURE_SIDE, FEATURE_SIDE), mode="bilinear", align_corners=False, antialias=True
+        )[0, 0]
         out[i] = small / small.max().clamp_min(1e-6)
     return out.reshape(len(x), -1).numpy()
 

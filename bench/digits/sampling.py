@@ -117,8 +117,14 @@ def generate(
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     return sample_pairs(
-        model, [p for p in prompts for _ in range(n)], list(range(n)) * len(prompts),
-        seed, steps=steps, cfg=cfg, unet_override=unet_override, batch_size=batch_size,
+        model,
+        [p for p in prompts for _ in range(n)],
+        list(range(n)) * len(prompts),
+        seed,
+        steps=steps,
+        cfg=cfg,
+        unet_override=unet_override,
+        batch_size=batch_size,
     )
 
 
@@ -154,4 +160,3 @@ def save_pngs(images: torch.Tensor, out_dir: str | Path, stem: str = "img", scal
 
 def slug(prompt: str) -> str:
     return "_".join(prompt.split()) or "empty"
-

@@ -106,9 +106,7 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     else:
         text_encoder = build_text_encoder(tokenizer)
         unet = build_unet()
-    logger.info(
-        "parameters: unet %d, text encoder %d", count_parameters(unet), count_parameters(text_encoder)
-    )
+    logger.info("parameters: unet %d, text encoder %d", count_parameters(unet), count_parameters(text_encoder))
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
@@ -144,13 +142,23 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
             elapsed = time.perf_counter() - start
             logger.info(
                 "step %d/%d  mse(last100) %.4f  lr %.2e  %.2f s/step  elapsed %.0f s",
-                step + 1, cfg.steps, sum(recent) / len(recent),
-                lr_schedule.get_last_lr()[0], elapsed / (step + 1), elapsed,
+                step + 1,
+                cfg.steps,
+                sum(recent) / len(recent),
+                lr_schedule.get_last_lr()[0],
+                elapsed / (step + 1),
+                elapsed,
             )
         if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < cfg.steps:
             ema.swap()
-            save_model(Path(cfg.snapshot_dir), unet, text_encoder, tokenizer, scheduler,
-                       {"config": asdict(cfg), "step": step + 1})
+            save_model(
+                Path(cfg.snapshot_dir),
+                unet,
+                text_encoder,
+                tokenizer,
+                scheduler,
+                {"config": asdict(cfg), "step": step + 1},
+            )
             ema.swap()
 
     wall = time.perf_counter() - start

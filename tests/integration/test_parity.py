@@ -25,7 +25,7 @@ def export_to_diffusers(model, ckpt_path: str, folder) -> None:
     """Write the UNet and CLIP of a ComfyUI SD 1.5 checkpoint as a diffusers folder."""
     import comfy.utils
     from comfy_host import comfyui_path
-    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from safetensors.torch import load_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -52,6 +52,8 @@ def export_to_diffusers(model, ckpt_path: str, folder) -> None:
     target.load_state_dict(text_state, strict=True)  # strict: a silent partial load would void the comparison
     text.save_pretrained(folder / "text_encoder")
     CLIPTokenizer.from_pretrained(str(comfyui_path() / "comfy" / "sd1_tokenizer")).save_pretrained(folder / "tokenizer")
+    # Only the VAE's config is needed: it tells the runner that latents are 8x smaller than pixels.
+    AutoencoderKL(block_out_channels=(128, 256, 512, 512)).save_config(folder / "vae")
     EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").save_pretrained(
         folder / "scheduler"
     )
