@@ -55,7 +55,8 @@ function summaryLines(s) {
         lines.push([`Pruned ${percent(s.pruned_percent)}  (${count(s.pruned)} of ${count(s.total)} weights)`, COLOURS.text]);
         lines.push([`Agnostic kept ${count(s.agnostic_kept)}  ·  alpha ${s.alpha ?? "-"}`, COLOURS.text]);
     } else if (s.selected_percent !== undefined) {
-        lines.push([`Selected per concept (r2 ${s.r2}):`, COLOURS.text]);
+        const r2 = typeof s.r2 === "number" ? ` (r2 ${s.r2})` : ""; // a mapping when r2 differs per concept
+        lines.push([`Selected per concept${r2}:`, COLOURS.text]);
     } else if (s.rows !== undefined) {
         lines.push([`${count(s.rows)} prompt rows  ·  ${s.steps} saliency steps observed`, COLOURS.text]);
     }

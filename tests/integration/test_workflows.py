@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from comfy_workflow import FRONTEND_ONLY, widget_names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +147,7 @@ def test_unlearning_workflow_runs(comfy, fia_pack, sd15_ckpt, masks_dir, name):
     (summary,) = result.ui[collector]["fia_summary"]
     concepts = EXPECTED_CONCEPTS[name]
     assert summary["concepts"] == concepts and summary["steps"] == 2 and summary["family"] == "SD1.x"
-    assert summary["rows"] == 2 * 2 * len(concepts)  # pairs x (with, without) x concepts
+    assert summary["rows"] == 2 * (len(concepts) + 1)  # pairs x (each concept + the shared base prompt)
     (localizer,) = nodes_of(prompt, "FIANeuronLocalizer")
     (selected,) = result.ui[localizer]["fia_summary"]
     assert list(selected["selected_percent"]) == concepts
@@ -169,7 +168,8 @@ def test_saved_mask_is_found_by_the_load_workflow(comfy, fia_pack, sd15_ckpt, ma
     check_mask_summaries(result, save_prompt, ["Van Gogh"])
 
     # The combo of Load Mask is read again from the folder: the new file is offered.
-    options = comfy.node_class("FIALoadMask").INPUT_TYPES()["required"]["mask_name"][0]
+    entry = comfy.node_class("FIALoadMask").INPUT_TYPES()["required"]["mask_name"]
+    options = entry[0] if isinstance(entry[0], list) else entry[1]["options"]  # V1 list or V3 "COMBO"
     assert "van_gogh_test.safetensors" in options
 
     load_prompt = tiny(comfy.workflow_to_prompt(load(LOAD)), sd15_ckpt,

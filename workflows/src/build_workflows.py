@@ -138,23 +138,23 @@ def model_column(g: Graph, intro: str) -> dict:
 
 def find_column(g: Graph, ckpt: dict, concepts: list[str], kind: str, r2: float, alpha: float, note: str):
     """Collector -> localizer -> fusion (+ report). Returns the fusion node."""
-    g.group("② Find the concepts' weights (the one slow step)", 440, -60, 460, 1100, GROUP_COLOURS["find"])
+    g.group("② Find the concepts' weights (the one slow step)", 440, -60, 460, 1520, GROUP_COLOURS["find"])
     g.note((460, -10), (420, 170), note)
     collector = g.node("FIAConceptSaliencyCollector", (460, 200), (420, 600), collector_widgets(concepts, kind))
     g.link(ckpt, "MODEL", collector, "model")
     g.link(ckpt, "CLIP", collector, "clip")
 
-    g.group("③ Choose what to prune (fast: change r2 / alpha and queue again)", 940, -60, 460, 1100,
+    g.group("③ Choose what to prune (fast: change r2 / alpha and queue again)", 940, -60, 460, 1520,
             GROUP_COLOURS["choose"])
     g.note((960, -10), (420, 170),
            "**Neuron Localizer** picks, per concept and layer, the weights that score high on most "
            "saliency steps (top **r2**: objects 0.007, styles 0.02, explicit 0.01).\n\n"
            "**Agnostic Fusion** merges the concepts and *keeps* weights that at least "
            "max(2, ⌈alpha × concepts⌉) concepts share: they serve everything, not one concept.\n\n"
-           "Only these nodes re-run when you change r2 or alpha.")
+           "Only these nodes re-run when you change r2 or alpha. After a run each FIA node shows what it did (space is left below them).")
     localizer = g.node("FIANeuronLocalizer", (960, 200), (420, 190), [0.05, r2, ""])
     g.link(collector, "FIA_SALIENCY", localizer, "saliency")
-    fusion = g.node("FIAAgnosticFusion", (960, 430), (420, 150), [alpha, True])
+    fusion = g.node("FIAAgnosticFusion", (960, 640), (420, 150), [alpha, True])
     g.link(localizer, "FIA_CONCEPT_MASKS", fusion, "concept_masks")
     return fusion
 
@@ -168,7 +168,7 @@ def report(g: Graph, mask_source: dict, x: float, y: float) -> None:
 
 def compare_columns(g: Graph, ckpt: dict, mask_source: dict, prompt: str, x0: float, prefix: str) -> None:
     """Apply the mask, then the same seed and prompt on the original and the unlearned model."""
-    g.group("④ Before / after: same seed, same prompt", x0 - 20, -60, 1520, 1100, GROUP_COLOURS["compare"])
+    g.group("④ Before / after: same seed, same prompt", x0 - 20, -60, 1520, 1520, GROUP_COLOURS["compare"])
     g.note((x0, -10), (420, 170),
            "**Apply Mask** returns a *copy* of the model with the mask's weights pruned; the original "
            "is untouched (bypass this node and it is back).\n\n"
@@ -177,10 +177,10 @@ def compare_columns(g: Graph, ckpt: dict, mask_source: dict, prompt: str, x0: fl
     apply = g.node("FIAApplyMask", (x0, 200), (420, 100), [1.0])
     g.link(ckpt, "MODEL", apply, "model")
     g.link(mask_source, "FIA_MASK", apply, "mask")
-    positive = g.node("CLIPTextEncode", (x0, 340), (420, 160), [prompt], title="Prompt (both images)")
-    negative = g.node("CLIPTextEncode", (x0, 540), (420, 100), ["blurry, low quality, watermark"],
+    positive = g.node("CLIPTextEncode", (x0, 480), (420, 160), [prompt], title="Prompt (both images)")
+    negative = g.node("CLIPTextEncode", (x0, 680), (420, 100), ["blurry, low quality, watermark"],
                       title="Negative prompt")
-    latent = g.node("EmptyLatentImage", (x0, 670), (420, 110), [512, 512, 1])
+    latent = g.node("EmptyLatentImage", (x0, 820), (420, 110), [512, 512, 1])
     for enc in (positive, negative):
         g.link(ckpt, "CLIP", enc, "clip")
 
@@ -224,7 +224,7 @@ def unlearning_workflow(name, title, concepts, kind, r2, alpha, prompt, find_not
     g = Graph(name)
     ckpt = model_column(g, INTRO.format(title=title, extra=extra))
     fusion = find_column(g, ckpt, concepts, kind, r2, alpha, find_note)
-    report(g, fusion, 960, 620)
+    report(g, fusion, 960, 1040)
     compare_columns(g, ckpt, fusion, prompt, 1440, f"fia/{name}")
     return g.save()
 
@@ -272,7 +272,7 @@ def save_workflow() -> Path:
               "Open **fia_apply_saved_mask** to use it.").replace("④ apply and compare", "④ save"))
     fusion = find_column(g, ckpt, ["Van Gogh"], "style", 0.02, 0.8,
                          "One concept (kind **style**). With a single concept the fusion prunes its whole set.")
-    report(g, fusion, 960, 620)
+    report(g, fusion, 960, 1040)
     g.group("④ Save", 1420, -60, 460, 420, GROUP_COLOURS["save"])
     g.note((1440, -10), (420, 150),
            "**Save Mask** writes the mask with its metadata (concepts, r2, alpha, model fingerprint). With "
@@ -291,11 +291,11 @@ def apply_saved_workflow() -> Path:
         "Masks made for another architecture are refused; for another checkpoint of the same "
         "architecture (a finetune) they load with a warning.\n\n"
         "Press **R** (refresh) if a new mask does not show in the list."))
-    g.group("② Load the mask", 440, -60, 460, 820, GROUP_COLOURS["save"])
+    g.group("② Load the mask", 440, -60, 460, 980, GROUP_COLOURS["save"])
     g.note((460, -10), (420, 150),
            "Pick the file in **mask_name**. The node shows the mask's concepts and how much it prunes.")
     load = g.node("FIALoadMask", (460, 200), (420, 80), ["van_gogh.safetensors"])
-    report(g, load, 460, 320)
+    report(g, load, 460, 480)
     compare_columns(g, ckpt, load, "a starry night over a village, in the style of Van Gogh", 1440,
                     "fia/apply_saved_mask")
     return g.save()
