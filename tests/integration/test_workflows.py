@@ -151,7 +151,8 @@ def test_unlearning_workflow_runs(comfy, fia_pack, sd15_ckpt, masks_dir, name):
     (localizer,) = nodes_of(prompt, "FIANeuronLocalizer")
     (selected,) = result.ui[localizer]["fia_summary"]
     assert list(selected["selected_percent"]) == concepts
-    assert selected["r2"] == prompt[localizer]["inputs"]["r2"]
+    r2 = prompt[localizer]["inputs"]["r2"]
+    assert selected["r2"] == {c: r2 for c in concepts}  # per concept (no overrides in the examples)
     (fusion,) = nodes_of(prompt, "FIAAgnosticFusion")
     assert result.ui[fusion]["fia_summary"][0]["alpha"] == prompt[fusion]["inputs"]["alpha"]
     check_mask_summaries(result, prompt, concepts)
