@@ -70,7 +70,8 @@ def sample_pairs(
     """Image k is ``prompts[k]`` denoised from noise number ``noise_ids[k]`` of ``seed``.
 
     DDIM with eta = 0 adds no randomness after the starting noise, so the result depends
-    only on (prompt, noise id, seed, steps, cfg, weights), never on batching.
+    only on (prompt, noise id, seed, steps, cfg, weights); other batch sizes change it only
+    by float rounding (CPU kernels differ by batch size, ~1e-4).
     """
     if len(prompts) != len(noise_ids):
         raise ValueError("one noise id per prompt is needed")
