@@ -46,7 +46,7 @@ class CollectionSettings:
     include_uncond: bool = False
     resolution: int | None = None  # pixels; default: the UNet's native size
     batch_size: int = 16  # prompt samples per UNet call (x2 rows with guidance)
-    sampler: str = "ddim"  # or "euler" (= ComfyUI's euler sampler with the normal schedule)
+    sampler: str = "ddim"  # or "euler": ComfyUI's euler sampler on its normal schedule, step for step
     timestep_spacing: str | None = None  # leading / linspace / trailing; None: the folder's scheduler config
     concept_template: str | None = None
     base_template: str | None = None
@@ -162,12 +162,24 @@ def initial_noise(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor
     return torch.randn(shape, generator=generator)
 
 
+def comfy_normal_sigmas(alphas_cumprod: torch.Tensor, steps: int) -> list[float]:
+    """ComfyUI's "normal" schedule: timesteps evenly spaced from the last training step to 0,
+    sigma interpolated in log space between the training sigmas, then a final 0."""
+    log_sigmas = (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).double().log()
+    t = torch.linspace(len(log_sigmas) - 1, 0, steps, dtype=torch.float64)
+    low, high, frac = t.floor().long(), t.ceil().long(), t.frac()
+    return ((1 - frac) * log_sigmas[low] + frac * log_sigmas[high]).exp().tolist() + [0.0]
+
+
 def _scheduler(components: DiffusersComponents, steps: int, sampler: str, spacing: str | None = None):
     from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
     config = {k: v for k, v in components.scheduler_config.items() if not k.startswith("_")}
-    if sampler == "euler":  # linspace is what ComfyUI's "normal" schedule runs
+    if sampler == "euler":
         scheduler = EulerDiscreteScheduler.from_config({**config, "timestep_spacing": spacing or "linspace"})
+        if not spacing:
+            scheduler.set_timesteps(sigmas=comfy_normal_sigmas(scheduler.alphas_cumprod, steps))
+            return scheduler
     else:
         scheduler = DDIMScheduler.from_config({**config, **({"timestep_spacing": spacing} if spacing else {})})
     scheduler.set_timesteps(steps)
@@ -234,7 +246,9 @@ def collect_saliency(
                     context = torch.cat([uncond.expand(len(context), -1, -1), context])
                 collector.set_rows(rows)
                 model_input = chunk_scheduler.scale_model_input(latent_in, timestep)
-                noise = unet(model_input, timestep, encoder_hidden_states=context).sample
+                # ComfyUI hands its UNet the nearest whole training step; so does the euler mode here.
+                unet_timestep = timestep.round() if settings.sampler == "euler" else timestep
+                noise = unet(model_input, unet_timestep, encoder_hidden_states=context).sample
                 if not last:  # the trajectory ends with the last saliency step's forward pass
                     if guided:
                         noise_uncond, noise_cond = noise.chunk(2)

@@ -60,6 +60,14 @@ def _cmd_check_model(args: argparse.Namespace) -> None:
     print(f"mean over digits: {result.mean:.3f}")
 
 
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .data import DIGIT_WORDS
+    from .demo import run_demo
+
+    forget = [DIGIT_WORDS.index(word.strip()) for word in args.forget.split(",")]
+    print(run_demo(forget, Path(args.out), images=args.n, steps=args.steps, seed=args.seed))
+
+
 def _add_sampling_args(p: argparse.ArgumentParser, n: int) -> None:
     from .sampling import DEFAULT_CFG, DEFAULT_STEPS
 
@@ -73,6 +81,14 @@ def _add_sampling_args(p: argparse.ArgumentParser, n: int) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.digits", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="unlearn two digits at once; print before/after and write a grid")
+    p.add_argument("--forget", default="three, seven", help="digit words, comma-separated")
+    p.add_argument("--n", type=int, default=8, help="images per digit")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps of the samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/demo")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("train", help="train the model from scratch (CPU, seeded)")
     p.add_argument("--steps", type=int, default=2000)

@@ -9,8 +9,13 @@ def test_round_trip_and_unknown_words(tmp_path):
     save_tokenizer(build_tokenizer(), tmp_path)
     tok = AutoTokenizer.from_pretrained(str(tmp_path))
     assert tok.model_max_length == MAX_LENGTH
-    batch = tok(["a handwritten seven", "A Zebra"], padding="max_length",
-                max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+    batch = tok(
+        ["a handwritten seven", "A Zebra"],
+        padding="max_length",
+        max_length=tok.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
     ids = batch.input_ids
     assert ids.shape == (2, MAX_LENGTH)
     assert ids[0, 0] == tok.bos_token_id and ids[0, 4] == tok.eos_token_id

@@ -31,8 +31,15 @@ REPO_ROOT = HERE.parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PACK_NAME = "forget-it-all"
-FIA_NODES = ["FIAConceptSaliencyCollector", "FIANeuronLocalizer", "FIAAgnosticFusion", "FIAApplyMask",
-             "FIASaveMask", "FIALoadMask", "FIAMaskReport"]
+FIA_NODES = [
+    "FIAConceptSaliencyCollector",
+    "FIANeuronLocalizer",
+    "FIAAgnosticFusion",
+    "FIAApplyMask",
+    "FIASaveMask",
+    "FIALoadMask",
+    "FIAMaskReport",
+]
 SERVER_START_S = 240
 RUN_S = 480
 
@@ -61,8 +68,12 @@ def random_sd15(comfy: Path) -> Path:
             "comfy_checkpoints.random_checkpoint('sd15', Path(sys.argv[2]), 0)"
         )
         env = {**os.environ, "COMFYUI_PATH": str(comfy)}
-        subprocess.run([sys.executable, "-c", code, str(REPO_ROOT / "tests" / "integration"), str(path.parent)],
-                       env=env, check=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-c", code, str(REPO_ROOT / "tests" / "integration"), str(path.parent)],
+            env=env,
+            check=True,
+            timeout=600,
+        )
     return path
 
 
@@ -123,8 +134,20 @@ def server(tmp_path_factory):
     (base / "models" / "checkpoints" / ckpt.name).symlink_to(ckpt)
     port = free_port()
     log = open(base / "server.log", "wb")
-    command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--base-directory", str(base), "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
+    command = [
+        sys.executable,
+        "main.py",
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-directory",
+        str(base),
+        "--disable-auto-launch",
+        "--database-url",
+        "sqlite:///:memory:",
+    ]
     process = subprocess.Popen(command, cwd=comfy, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -161,19 +184,34 @@ def browser(server, tmp_path_factory):
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     profile = tmp_path_factory.mktemp("chromium-profile")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1600,1000", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(120)
     driver.set_script_timeout(RUN_S)
     try:
         driver.get(server["url"])
-        wait_for(driver, "const types = window.LiteGraph?.registered_node_types ?? {};"
-                         "return !!(window.comfyAPI?.app?.app?.graph && window.comfyAPI.app.app.extensions"
-                         "?.some(e => e.name === 'FIA.Summary') && types.FIAMaskReport && types.KSampler"
-                         " && types.CheckpointLoaderSimple)", 180, "the app, the FIA extensions and the node types")
+        wait_for(
+            driver,
+            "const types = window.LiteGraph?.registered_node_types ?? {};"
+            "return !!(window.comfyAPI?.app?.app?.graph && window.comfyAPI.app.app.extensions"
+            "?.some(e => e.name === 'FIA.Summary') && types.FIAMaskReport && types.KSampler"
+            " && types.CheckpointLoaderSimple)",
+            180,
+            "the app, the FIA extensions and the node types",
+        )
         yield driver
     finally:
         driver.quit()
@@ -200,7 +238,9 @@ APP = "const app = window.comfyAPI.app.app;"
 
 def load_workflow(driver, workflow: dict) -> dict:
     """Load through the app API; report node types the frontend does not know and open dialogs."""
-    return driver.execute_async_script(APP + """
+    return driver.execute_async_script(
+        APP
+        + """
         const [workflow, done] = arguments;
         app.loadGraphData(workflow, true, true, "fia-test").then(() => {
             const types = app.graph.nodes.map(n => n.type);
@@ -210,7 +250,9 @@ def load_workflow(driver, workflow: dict) -> dict:
             done({count: app.graph.nodes.length, types, errors, dialogs,
                   unknown: types.filter(t => !(t in registered))});
         }).catch(e => done({error: String(e)}));
-    """, workflow)
+    """,
+        workflow,
+    )
 
 
 def test_fia_nodes_in_the_node_search(browser, screens):
@@ -225,24 +267,37 @@ def test_fia_nodes_in_the_node_search(browser, screens):
     for _attempt in range(5):  # the canvas may not take the first double click while the page settles
         ActionChains(browser).move_to_element_with_offset(canvas, 0, 0).double_click().perform()
         try:
-            box = wait_for(browser, "return document.querySelector('.comfy-vue-node-search-container input')", 4,
-                           "the node search box")
+            box = wait_for(
+                browser,
+                "return document.querySelector('.comfy-vue-node-search-container input')",
+                4,
+                "the node search box",
+            )
             break
         except AssertionError:
             continue
     assert box is not None, "double-clicking the canvas did not open the node search box"
     box.send_keys("FIA")
-    found = wait_for(browser, """
+    found = wait_for(
+        browser,
+        """
         const items = [...document.querySelectorAll('.p-autocomplete-option, .option-container')];
         const text = items.map(i => i.innerText).join('\\n');
         return text.includes('FIA Concept Saliency Collector') ? text : null;
-    """, 20, "FIA nodes in the search results")
+    """,
+        20,
+        "FIA nodes in the search results",
+    )
     browser.save_screenshot(str(screens / "1_node_search.png"))
     for title in ("FIA Concept Saliency Collector", "FIA Neuron Localizer", "FIA Agnostic Fusion"):
         assert title in found
     ActionChains(browser).send_keys(Keys.ESCAPE).perform()
-    wait_for(browser, "return !document.querySelector('.comfy-vue-node-search-container input')", 10,
-             "the search box to close")
+    wait_for(
+        browser,
+        "return !document.querySelector('.comfy-vue-node-search-container input')",
+        10,
+        "the search box to close",
+    )
 
 
 def test_bundled_workflows_load_with_no_missing_nodes(browser, server, screens):
@@ -283,7 +338,9 @@ def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
             node["widgets_values"] = [server["ckpt"]]
     assert load_workflow(browser, workflow)["unknown"] == []
     tiny = {**TINY, "CheckpointLoaderSimple": {"ckpt_name": server["ckpt"]}}
-    browser.execute_script(APP + """
+    browser.execute_script(
+        APP
+        + """
         const tiny = arguments[0];
         for (const node of app.graph.nodes) {
             for (const [name, value] of Object.entries(tiny[node.type] ?? {})) {
@@ -293,19 +350,29 @@ def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
             }
         }
         app.queuePrompt(0, 1);
-    """, tiny)
+    """,
+        tiny,
+    )
     fusion = next(n["id"] for n in workflow["nodes"] if n["type"] == "FIAAgnosticFusion")
-    summary = wait_for(browser, APP + """
+    summary = wait_for(
+        browser,
+        APP
+        + """
         const node = app.graph.getNodeById(arguments[0]);
         const all = app.graph.nodes.filter(n => n.type.startsWith('FIA')).every(n => n.fiaSummary);
         return all && node.widgets.some(w => w.name === 'fia_summary') ? node.fiaSummary : null;
-    """, RUN_S, "a summary on every FIA node (see server.log)", fusion)
+    """,
+        RUN_S,
+        "a summary on every FIA node (see server.log)",
+        fusion,
+    )
     assert summary["concepts"] == ["nude", "naked"] and summary["pruned_percent"] > 0
     assert len(summary["layers"]) == 16 and summary["alpha"] == 0.6
     for node in workflow["nodes"]:
         if node["type"].startswith("FIA"):
-            got = browser.execute_script(APP + "return app.graph.getNodeById(arguments[0]).fiaSummary ?? null;",
-                                         node["id"])
+            got = browser.execute_script(
+                APP + "return app.graph.getNodeById(arguments[0]).fiaSummary ?? null;", node["id"]
+            )
             assert got and got["concepts"] == ["nude", "naked"], node["type"]
     # The summary widget is not saved with the workflow and not sent with a prompt.
     saved = browser.execute_script(APP + "return app.graph.serialize();")
@@ -316,20 +383,32 @@ def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
 
     # The concepts box: type a duplicate (other case) and an empty line into the real textarea.
     collector = next(n["id"] for n in workflow["nodes"] if n["type"] == "FIAConceptSaliencyCollector")
-    assert browser.execute_script(APP + "return app.graph.getNodeById(arguments[0]).fiaConceptWarnings;",
-                                  collector) == []
-    area = browser.execute_script(APP + """
+    assert (
+        browser.execute_script(APP + "return app.graph.getNodeById(arguments[0]).fiaConceptWarnings;", collector) == []
+    )
+    area = browser.execute_script(
+        APP
+        + """
         const node = app.graph.getNodeById(arguments[0]);
         return node.widgets.find(w => w.name === 'concepts').inputEl;
-    """, collector)
+    """,
+        collector,
+    )
     localizer = next(n["id"] for n in workflow["nodes"] if n["type"] == "FIANeuronLocalizer")
     show_nodes(browser, [collector, localizer, fusion])
     area.click()
     area.send_keys(Keys.END, Keys.ENTER, Keys.ENTER, "Nude")
-    warnings = wait_for(browser, APP + """
+    warnings = wait_for(
+        browser,
+        APP
+        + """
         const node = app.graph.getNodeById(arguments[0]);
         return node.fiaConceptWarnings?.length === 2 ? node.fiaConceptWarnings : null;
-    """, 10, "two concept warnings", collector)
+    """,
+        10,
+        "two concept warnings",
+        collector,
+    )
     assert warnings[0] == "empty line 3"
     assert warnings[1].startswith('duplicate: "Nude" (lines 1 and 4)')
     title = browser.execute_script(APP + "return app.graph.getNodeById(arguments[0]).getTitle();", collector)
@@ -346,15 +425,24 @@ def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
 
     area.send_keys(Keys.CONTROL, "a")
     area.send_keys(Keys.DELETE)
-    assert wait_for(browser, APP + """
+    assert wait_for(
+        browser,
+        APP
+        + """
         const w = app.graph.getNodeById(arguments[0]).fiaConceptWarnings;
         return w?.length === 1 ? w : null;
-    """, 10, "the no-concept warning", collector)[0].startswith("no concept given")
+    """,
+        10,
+        "the no-concept warning",
+        collector,
+    )[0].startswith("no concept given")
 
 
 def show_nodes(driver, ids) -> None:
     """Fit the canvas view around the given nodes (and their drawn warnings above them)."""
-    driver.execute_script(APP + """
+    driver.execute_script(
+        APP
+        + """
         const nodes = arguments[0].map(id => app.graph.getNodeById(id));
         const x0 = Math.min(...nodes.map(n => n.pos[0])) - 20;
         const y0 = Math.min(...nodes.map(n => n.pos[1])) - 90;
@@ -365,4 +453,6 @@ def show_nodes(driver, ids) -> None:
         app.canvas.ds.scale = scale;
         app.canvas.ds.offset = [-x0 + (canvas.clientWidth / scale - (x1 - x0)) / 2, -y0];
         app.canvas.setDirty(true, true);
-    """, ids)
+    """,
+        ids,
+    )

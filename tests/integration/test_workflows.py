@@ -20,8 +20,18 @@ WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
 SAVE = "fia_save_mask.json"
 LOAD = "fia_apply_saved_mask.json"
 EXPECTED_CONCEPTS = {
-    "fia_imagenette_10_objects.json": ["tench", "English springer", "cassette player", "chain saw", "church",
-                                       "French horn", "garbage truck", "gas pump", "golf ball", "parachute"],
+    "fia_imagenette_10_objects.json": [
+        "tench",
+        "English springer",
+        "cassette player",
+        "chain saw",
+        "church",
+        "French horn",
+        "garbage truck",
+        "gas pump",
+        "golf ball",
+        "parachute",
+    ],
     "fia_five_artist_styles.json": ["Van Gogh", "Picasso", "Rembrandt", "Andy Warhol", "Caravaggio"],
     "fia_explicit_content.json": ["nude", "naked"],
     SAVE: ["Van Gogh"],
@@ -73,8 +83,13 @@ def test_no_missing_nodes_and_every_widget_present(comfy, fia_pack, path):
     assert workflow["version"] == 0.4 and workflow["groups"], "UI format with groups"
     notes = [n for n in workflow["nodes"] if n["type"] in ("MarkdownNote", "Note")]
     assert len(notes) >= 2, "every workflow explains its steps"
-    missing = sorted({n["type"] for n in workflow["nodes"]
-                      if n["type"] not in FRONTEND_ONLY and n["type"] not in comfy.nodes.NODE_CLASS_MAPPINGS})
+    missing = sorted(
+        {
+            n["type"]
+            for n in workflow["nodes"]
+            if n["type"] not in FRONTEND_ONLY and n["type"] not in comfy.nodes.NODE_CLASS_MAPPINGS
+        }
+    )
     assert missing == [], f"{path.name} uses node types ComfyUI does not know: {missing}"
     used = {n["type"] for n in workflow["nodes"]}
     assert {"FIAApplyMask", "FIAMaskReport"} <= used or path.name == SAVE
@@ -102,13 +117,15 @@ def test_layout_reads_left_to_right(path):
     ids = sorted(boxes)
     for i, a in enumerate(ids):
         ax, ay, aw, ah = boxes[a]
-        for b in ids[i + 1:]:
+        for b in ids[i + 1 :]:
             bx, by, bw, bh = boxes[b]
             overlap = ax < bx + bw and bx < ax + aw and ay - title < by + bh and by - title < ay + ah
             assert not overlap, f"{path.name}: nodes {a} and {b} overlap"
     for node_id, (x, y, w, h) in boxes.items():
-        inside = any(gx <= x and gy <= y - title and x + w <= gx + gw and y + h <= gy + gh
-                     for gx, gy, gw, gh in (g["bounding"] for g in workflow["groups"]))
+        inside = any(
+            gx <= x and gy <= y - title and x + w <= gx + gw and y + h <= gy + gh
+            for gx, gy, gw, gh in (g["bounding"] for g in workflow["groups"])
+        )
         node = next(n for n in workflow["nodes"] if n["id"] == node_id)
         assert inside or node["type"] == "MarkdownNote", f"{path.name}: node {node_id} is outside every group"
 
@@ -137,8 +154,9 @@ def check_mask_summaries(result, prompt, concepts: list[str]) -> None:
         assert chart.ndim == 4 and chart.shape[-1] == 3
 
 
-@pytest.mark.parametrize("name", ["fia_imagenette_10_objects.json", "fia_five_artist_styles.json",
-                                  "fia_explicit_content.json"])
+@pytest.mark.parametrize(
+    "name", ["fia_imagenette_10_objects.json", "fia_five_artist_styles.json", "fia_explicit_content.json"]
+)
 def test_unlearning_workflow_runs(comfy, fia_pack, sd15_ckpt, masks_dir, name):
     prompt = tiny(comfy.workflow_to_prompt(load(name)), sd15_ckpt)
     result = comfy.run_prompt(prompt)
@@ -173,8 +191,9 @@ def test_saved_mask_is_found_by_the_load_workflow(comfy, fia_pack, sd15_ckpt, ma
     options = entry[0] if isinstance(entry[0], list) else entry[1]["options"]  # V1 list or V3 "COMBO"
     assert "van_gogh_test.safetensors" in options
 
-    load_prompt = tiny(comfy.workflow_to_prompt(load(LOAD)), sd15_ckpt,
-                       FIALoadMask={"mask_name": "van_gogh_test.safetensors"})
+    load_prompt = tiny(
+        comfy.workflow_to_prompt(load(LOAD)), sd15_ckpt, FIALoadMask={"mask_name": "van_gogh_test.safetensors"}
+    )
     result = comfy.run_prompt(load_prompt)
     check_mask_summaries(result, load_prompt, ["Van Gogh"])
     check_before_after(result, load_prompt)

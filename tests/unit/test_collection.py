@@ -84,3 +84,19 @@ def test_euler_sampler_chunks_like_one_batch(tiny_pipeline):
     many = collect_saliency(components, ["church"], CollectionSettings(batch_size=1, **settings))
     for name, layer in one.layers.items():
         torch.testing.assert_close(layer.column_scores, many.layers[name].column_scores, rtol=1e-3, atol=5e-5)
+
+
+def test_comfy_normal_sigmas_span_the_training_table():
+    from fia_engine.diffusers_runner import comfy_normal_sigmas
+
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    alphas = torch.cumprod(1 - betas, 0)
+    table = ((1 - alphas) / alphas) ** 0.5
+    sigmas = comfy_normal_sigmas(alphas, 50)
+    assert len(sigmas) == 51 and sigmas[-1] == 0.0
+    assert sigmas[0] == pytest.approx(float(table[-1])) and sigmas[-2] == pytest.approx(float(table[0]))
+    assert all(a > b for a, b in zip(sigmas, sigmas[1:], strict=False))
+    # between table entries the interpolation is geometric: at t = 999 * 48/49 (between 978 and 979)
+    t = 999 * 48 / 49
+    low, w = int(t), t - int(t)
+    assert sigmas[1] == pytest.approx(float(table[low] ** (1 - w) * table[low + 1] ** w))
