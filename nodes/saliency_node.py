@@ -11,6 +11,9 @@ from ..fia_engine.saliency import ConceptSaliency
 from . import host
 from .types import Saliency
 
+# One source for the defaults: the engine's (paper) settings.
+DEFAULTS = CollectionSettings()
+
 
 class FIAConceptSaliencyCollector(io.ComfyNode):
     @classmethod
@@ -60,19 +63,25 @@ class FIAConceptSaliencyCollector(io.ComfyNode):
                     tooltip="Optional context words, one per line, replacing the built-in places/things/persons.",
                 ),
                 io.Int.Input(
-                    "pairs", default=10, min=1, max=64, tooltip="Prompt pairs per concept (K). The paper uses 10-30."
+                    "pairs",
+                    default=DEFAULTS.pairs,
+                    min=1,
+                    max=64,
+                    tooltip="Prompt pairs per concept (K). The paper uses 10-30.",
                 ),
-                io.Int.Input("steps", default=50, min=1, max=200, tooltip="Length of the denoising schedule."),
+                io.Int.Input(
+                    "steps", default=DEFAULTS.steps, min=1, max=200, tooltip="Length of the denoising schedule."
+                ),
                 io.Int.Input(
                     "saliency_steps",
-                    default=10,
+                    default=DEFAULTS.saliency_steps,
                     min=1,
                     max=200,
                     tooltip="First steps of the schedule that are observed; only these are run.",
                 ),
                 io.Float.Input(
                     "cfg",
-                    default=7.5,
+                    default=DEFAULTS.cfg,
                     min=1.0,
                     max=30.0,
                     step=0.1,
@@ -88,7 +97,7 @@ class FIAConceptSaliencyCollector(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "r1",
-                    default=0.05,
+                    default=DEFAULTS.r1,
                     min=0.001,
                     max=1.0,
                     step=0.001,
@@ -109,7 +118,7 @@ class FIAConceptSaliencyCollector(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "batch_size",
-                    default=16,
+                    default=DEFAULTS.batch_size,
                     min=1,
                     max=512,
                     tooltip="Prompt samples per UNet call; lower it if memory runs out.",

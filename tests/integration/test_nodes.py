@@ -39,6 +39,32 @@ def collector_inputs(**over) -> dict:
     return inputs
 
 
+def sampling_nodes(model: list, negative_text: str, steps: int = 2) -> dict:
+    """Prompt -> 64 px latent -> KSampler on `model` -> decode -> preview, as nodes 6 to 11."""
+    return {
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a dog in a garden"}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": negative_text}},
+        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "9": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": model,
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["8", 0],
+                "seed": 1,
+                "steps": steps,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+            },
+        },
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
+        "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
+    }
+
+
 def fia_graph(ckpt: str, r2=0.01, alpha=0.6, strength=1.0, **collector) -> dict:
     """Checkpoint -> collector -> localizer -> fusion -> apply -> sample; report as output."""
     return {
@@ -53,26 +79,7 @@ def fia_graph(ckpt: str, r2=0.01, alpha=0.6, strength=1.0, **collector) -> dict:
             "inputs": {"concept_masks": ["3", 0], "alpha": alpha, "protect_agnostic": True},
         },
         "5": {"class_type": "FIAApplyMask", "inputs": {"model": ["1", 0], "mask": ["4", 0], "strength": strength}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a dog in a garden"}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
-        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "9": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["5", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["8", 0],
-                "seed": 1,
-                "steps": 2,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-            },
-        },
-        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
-        "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
+        **sampling_nodes(model=["5", 0], negative_text=""),
         "12": {"class_type": "FIAMaskReport", "inputs": {"mask": ["4", 0]}},
         "13": {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}},
     }
@@ -316,25 +323,7 @@ def test_mask_for_another_architecture_is_refused(comfy, fia_pack, sd15_ckpt, tm
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": sd15_ckpt}},
         "2": {"class_type": "FIALoadMask", "inputs": {"mask_name": "tiny.safetensors"}},
         "3": {"class_type": "FIAApplyMask", "inputs": {"model": ["1", 0], "mask": ["2", 0], "strength": 1.0}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "x"}},
-        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "9": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["3", 0],
-                "positive": ["6", 0],
-                "negative": ["6", 0],
-                "latent_image": ["8", 0],
-                "seed": 1,
-                "steps": 1,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-            },
-        },
-        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
-        "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
+        **sampling_nodes(model=["3", 0], negative_text="x", steps=1),
     }
     with pytest.raises(PromptExecutionError, match="made for a UNet\\(context=32\\) model, but the model is SD1.x"):
         comfy.run_prompt(graph)

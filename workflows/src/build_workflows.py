@@ -24,16 +24,24 @@ SOCKETS_IN = {
     "CheckpointLoaderSimple": [],
     "CLIPTextEncode": [("clip", "CLIP")],
     "EmptyLatentImage": [],
-    "KSampler": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                 ("latent_image", "LATENT")],
+    "KSampler": [
+        ("model", "MODEL"),
+        ("positive", "CONDITIONING"),
+        ("negative", "CONDITIONING"),
+        ("latent_image", "LATENT"),
+    ],
     "VAEDecode": [("samples", "LATENT"), ("vae", "VAE")],
     "ImageStitch": [("image1", "IMAGE"), ("image2", "IMAGE")],
     "SaveImage": [("images", "IMAGE")],
     "PreviewImage": [("images", "IMAGE")],
     "FIAConceptSaliencyCollector": [("model", "MODEL"), ("clip", "CLIP")],
     "FIANeuronLocalizer": [("saliency", "FIA_SALIENCY")],
-    "FIAAgnosticFusion": [("concept_masks", "FIA_CONCEPT_MASKS"), ("concept_masks_2", "FIA_CONCEPT_MASKS"),
-                          ("concept_masks_3", "FIA_CONCEPT_MASKS"), ("concept_masks_4", "FIA_CONCEPT_MASKS")],
+    "FIAAgnosticFusion": [
+        ("concept_masks", "FIA_CONCEPT_MASKS"),
+        ("concept_masks_2", "FIA_CONCEPT_MASKS"),
+        ("concept_masks_3", "FIA_CONCEPT_MASKS"),
+        ("concept_masks_4", "FIA_CONCEPT_MASKS"),
+    ],
     "FIAApplyMask": [("model", "MODEL"), ("mask", "FIA_MASK")],
     "FIASaveMask": [("mask", "FIA_MASK")],
     "FIALoadMask": [],
@@ -74,8 +82,10 @@ class Graph:
             "order": len(self.nodes),
             "mode": 0,
             "inputs": [{"name": n, "type": t, "link": None} for n, t in SOCKETS_IN[type_]],
-            "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
-                        for i, (n, t) in enumerate(SOCKETS_OUT.get(type_, []))],
+            "outputs": [
+                {"name": n, "type": t, "links": [], "slot_index": i}
+                for i, (n, t) in enumerate(SOCKETS_OUT.get(type_, []))
+            ],
             "properties": {"Node name for S&R": type_},
             "widgets_values": list(widgets),
         }
@@ -99,8 +109,16 @@ class Graph:
         target["inputs"][in_slot]["link"] = link_id
 
     def group(self, title: str, x: float, y: float, w: float, h: float, colour: str) -> None:
-        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": [x, y, w, h],
-                            "color": colour, "font_size": 22, "flags": {}})
+        self.groups.append(
+            {
+                "id": len(self.groups) + 1,
+                "title": title,
+                "bounding": [x, y, w, h],
+                "color": colour,
+                "font_size": 22,
+                "flags": {},
+            }
+        )
 
     def save(self) -> Path:
         for node in self.nodes:
@@ -144,14 +162,18 @@ def find_column(g: Graph, ckpt: dict, concepts: list[str], kind: str, r2: float,
     g.link(ckpt, "MODEL", collector, "model")
     g.link(ckpt, "CLIP", collector, "clip")
 
-    g.group("③ Choose what to prune (fast: change r2 / alpha and queue again)", 940, -60, 460, 1520,
-            GROUP_COLOURS["choose"])
-    g.note((960, -10), (420, 170),
-           "**Neuron Localizer** picks, per concept and layer, the weights that score high on most "
-           "saliency steps (top **r2**: objects 0.007, styles 0.02, explicit 0.01).\n\n"
-           "**Agnostic Fusion** merges the concepts and *keeps* weights that at least "
-           "max(2, ⌈alpha × concepts⌉) concepts share: they serve everything, not one concept.\n\n"
-           "Only these nodes re-run when you change r2 or alpha. After a run each FIA node shows what it did (space is left below them).")
+    g.group(
+        "③ Choose what to prune (fast: change r2 / alpha and queue again)", 940, -60, 460, 1520, GROUP_COLOURS["choose"]
+    )
+    g.note(
+        (960, -10),
+        (420, 170),
+        "**Neuron Localizer** picks, per concept and layer, the weights that score high on most "
+        "saliency steps (top **r2**: objects 0.007, styles 0.02, explicit 0.01).\n\n"
+        "**Agnostic Fusion** merges the concepts and *keeps* weights that at least "
+        "max(2, ⌈alpha × concepts⌉) concepts share: they serve everything, not one concept.\n\n"
+        "Only these nodes re-run when you change r2 or alpha. After a run each FIA node shows what it did (space is left below them).",
+    )
     localizer = g.node("FIANeuronLocalizer", (960, 200), (420, 190), [0.05, r2, ""])
     g.link(collector, "FIA_SALIENCY", localizer, "saliency")
     fusion = g.node("FIAAgnosticFusion", (960, 640), (420, 150), [alpha, True])
@@ -169,27 +191,33 @@ def report(g: Graph, mask_source: dict, x: float, y: float) -> None:
 def compare_columns(g: Graph, ckpt: dict, mask_source: dict, prompt: str, x0: float, prefix: str) -> None:
     """Apply the mask, then the same seed and prompt on the original and the unlearned model."""
     g.group("④ Before / after: same seed, same prompt", x0 - 20, -60, 1520, 1520, GROUP_COLOURS["compare"])
-    g.note((x0, -10), (420, 170),
-           "**Apply Mask** returns a *copy* of the model with the mask's weights pruned; the original "
-           "is untouched (bypass this node and it is back).\n\n"
-           "Both samplers use the same seed and prompt: the left image is the original model, the right "
-           "one the unlearned model. Try prompts with and without the forgotten concepts.")
+    g.note(
+        (x0, -10),
+        (420, 170),
+        "**Apply Mask** returns a *copy* of the model with the mask's weights pruned; the original "
+        "is untouched (bypass this node and it is back).\n\n"
+        "Both samplers use the same seed and prompt: the left image is the original model, the right "
+        "one the unlearned model. Try prompts with and without the forgotten concepts.",
+    )
     apply = g.node("FIAApplyMask", (x0, 200), (420, 100), [1.0])
     g.link(ckpt, "MODEL", apply, "model")
     g.link(mask_source, "FIA_MASK", apply, "mask")
     positive = g.node("CLIPTextEncode", (x0, 480), (420, 160), [prompt], title="Prompt (both images)")
-    negative = g.node("CLIPTextEncode", (x0, 680), (420, 100), ["blurry, low quality, watermark"],
-                      title="Negative prompt")
+    negative = g.node(
+        "CLIPTextEncode", (x0, 680), (420, 100), ["blurry, low quality, watermark"], title="Negative prompt"
+    )
     latent = g.node("EmptyLatentImage", (x0, 820), (420, 110), [512, 512, 1])
     for enc in (positive, negative):
         g.link(ckpt, "CLIP", enc, "clip")
 
     x1 = x0 + 460
     samplers = []
-    for i, (title, model, out) in enumerate((("Before: original model", ckpt, "MODEL"),
-                                            ("After: unlearned model", apply, "MODEL"))):
-        sampler = g.node("KSampler", (x1, 200 + i * 320), (320, 270),
-                         [42, "fixed", 25, 7.5, "euler", "normal", 1.0], title=title)
+    for i, (title, model, out) in enumerate(
+        (("Before: original model", ckpt, "MODEL"), ("After: unlearned model", apply, "MODEL"))
+    ):
+        sampler = g.node(
+            "KSampler", (x1, 200 + i * 320), (320, 270), [42, "fixed", 25, 7.5, "euler", "normal", 1.0], title=title
+        )
         g.link(model, out, sampler, "model")
         g.link(positive, "CONDITIONING", sampler, "positive")
         g.link(negative, "CONDITIONING", sampler, "negative")
@@ -229,15 +257,30 @@ def unlearning_workflow(name, title, concepts, kind, r2, alpha, prompt, find_not
     return g.save()
 
 
-IMAGENETTE = ["tench", "English springer", "cassette player", "chain saw", "church", "French horn",
-              "garbage truck", "gas pump", "golf ball", "parachute"]
+IMAGENETTE = [
+    "tench",
+    "English springer",
+    "cassette player",
+    "chain saw",
+    "church",
+    "French horn",
+    "garbage truck",
+    "gas pump",
+    "golf ball",
+    "parachute",
+]
 ARTISTS = ["Van Gogh", "Picasso", "Rembrandt", "Andy Warhol", "Caravaggio"]
 
 
 def main() -> None:
     written = [
         unlearning_workflow(
-            "fia_imagenette_10_objects", "ten Imagenette objects at once", IMAGENETTE, "object", 0.007, 0.6,
+            "fia_imagenette_10_objects",
+            "ten Imagenette objects at once",
+            IMAGENETTE,
+            "object",
+            0.007,
+            0.6,
             "a photo of a golf ball on the grass",
             "**Concept Saliency Collector** runs a short denoising trajectory on prompt pairs with and without "
             "each concept (kind **object**: 'a {concept} in a {place}') and scores every FFN weight. "
@@ -245,13 +288,23 @@ def main() -> None:
             "The chart under ③ shows how much of each layer is pruned.",
         ),
         unlearning_workflow(
-            "fia_five_artist_styles", "five artist styles", ARTISTS, "style", 0.02, 0.8,
+            "fia_five_artist_styles",
+            "five artist styles",
+            ARTISTS,
+            "style",
+            0.02,
+            0.8,
             "a portrait of a woman in the style of Van Gogh",
             "Kind **style** builds prompts like 'a {thing} in the style of {concept}'. Styles spread over "
             "more weights than objects: r2 0.02 and a stricter agnostic threshold (alpha 0.8).",
         ),
         unlearning_workflow(
-            "fia_explicit_content", "explicit content", ["nude", "naked"], "explicit", 0.01, 0.6,
+            "fia_explicit_content",
+            "explicit content",
+            ["nude", "naked"],
+            "explicit",
+            0.01,
+            0.6,
             "a photo of a person standing on a beach",
             "Kind **explicit** builds prompts like 'a photo of a {concept} {person}'. The after image uses a "
             "neutral prompt: it should stay a normal photo.",
@@ -266,17 +319,31 @@ def main() -> None:
 
 def save_workflow() -> Path:
     g = Graph("fia_save_mask")
-    ckpt = model_column(g, INTRO.format(
-        title="make a mask and save it",
-        extra="The mask lands in `models/fia_masks/van_gogh.safetensors`: kilobytes, shareable like a LoRA. "
-              "Open **fia_apply_saved_mask** to use it.").replace("④ apply and compare", "④ save"))
-    fusion = find_column(g, ckpt, ["Van Gogh"], "style", 0.02, 0.8,
-                         "One concept (kind **style**). With a single concept the fusion prunes its whole set.")
+    ckpt = model_column(
+        g,
+        INTRO.format(
+            title="make a mask and save it",
+            extra="The mask lands in `models/fia_masks/van_gogh.safetensors`: kilobytes, shareable like a LoRA. "
+            "Open **fia_apply_saved_mask** to use it.",
+        ).replace("④ apply and compare", "④ save"),
+    )
+    fusion = find_column(
+        g,
+        ckpt,
+        ["Van Gogh"],
+        "style",
+        0.02,
+        0.8,
+        "One concept (kind **style**). With a single concept the fusion prunes its whole set.",
+    )
     report(g, fusion, 960, 1040)
     g.group("④ Save", 1420, -60, 460, 420, GROUP_COLOURS["save"])
-    g.note((1440, -10), (420, 150),
-           "**Save Mask** writes the mask with its metadata (concepts, r2, alpha, model fingerprint). With "
-           "overwrite off an existing file is kept and a numbered name is used.")
+    g.note(
+        (1440, -10),
+        (420, 150),
+        "**Save Mask** writes the mask with its metadata (concepts, r2, alpha, model fingerprint). With "
+        "overwrite off an existing file is kept and a numbered name is used.",
+    )
     save = g.node("FIASaveMask", (1440, 200), (420, 110), ["van_gogh", True])
     g.link(fusion, "FIA_MASK", save, "mask")
     return g.save()
@@ -284,20 +351,28 @@ def save_workflow() -> Path:
 
 def apply_saved_workflow() -> Path:
     g = Graph("fia_apply_saved_mask")
-    ckpt = model_column(g, (
-        "# Forget-It-All: apply a saved mask\n\n"
-        "No saliency run: **Load Mask** reads a mask made earlier (e.g. by **fia_save_mask**) from "
-        "`models/fia_masks`, and **Apply Mask** prunes it from the model.\n\n"
-        "Masks made for another architecture are refused; for another checkpoint of the same "
-        "architecture (a finetune) they load with a warning.\n\n"
-        "Press **R** (refresh) if a new mask does not show in the list."))
+    ckpt = model_column(
+        g,
+        (
+            "# Forget-It-All: apply a saved mask\n\n"
+            "No saliency run: **Load Mask** reads a mask made earlier (e.g. by **fia_save_mask**) from "
+            "`models/fia_masks`, and **Apply Mask** prunes it from the model.\n\n"
+            "Masks made for another architecture are refused; for another checkpoint of the same "
+            "architecture (a finetune) they load with a warning.\n\n"
+            "Press **R** (refresh) if a new mask does not show in the list."
+        ),
+    )
     g.group("② Load the mask", 440, -60, 460, 980, GROUP_COLOURS["save"])
-    g.note((460, -10), (420, 150),
-           "Pick the file in **mask_name**. The node shows the mask's concepts and how much it prunes.")
+    g.note(
+        (460, -10),
+        (420, 150),
+        "Pick the file in **mask_name**. The node shows the mask's concepts and how much it prunes.",
+    )
     load = g.node("FIALoadMask", (460, 200), (420, 80), ["van_gogh.safetensors"])
     report(g, load, 460, 480)
-    compare_columns(g, ckpt, load, "a starry night over a village, in the style of Van Gogh", 1440,
-                    "fia/apply_saved_mask")
+    compare_columns(
+        g, ckpt, load, "a starry night over a village, in the style of Van Gogh", 1440, "fia/apply_saved_mask"
+    )
     return g.save()
 
 
