@@ -71,8 +71,9 @@ def test_lowvram_with_patched_ffn_is_refused(comfy, fia_pack, sd15_ckpt):
 
 def test_sd2_collect_localize_fuse_apply(comfy, fia_pack, random_ckpt):
     import folder_paths
-    import nodes
     from comfy import sd as comfy_sd  # keeps the `comfy` fixture name unshadowed
+
+    import nodes
 
     host = pack(comfy, "nodes.host")
     engine = pack(comfy, "fia_engine")
