@@ -214,7 +214,7 @@ def build_prompt_plan(
         raise InvalidInputError(f"pairs must be a whole number >= 1, got {pairs!r}")
     templates, contexts = resolve_templates(kind, concept_template, base_template, contexts)
     samples: list[PromptSample] = []
-    base_rows: dict[tuple[str, ...], int] = {}
+    base_rows: dict[tuple[tuple[str, int], ...], int] = {}
     base_of_concept: list[tuple[tuple[str, int], ...]] = []
     for group, concept in enumerate(concepts):
         bases = []
