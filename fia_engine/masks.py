@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import CorruptMaskError, InvalidInputError, MaskMismatchError
@@ -161,8 +161,6 @@ class FIAMask:
             raise InvalidInputError(f"mask file not found: {path}")
         try:
             tensors = load_file(str(path), device=str(device))
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as handle:
                 header = handle.metadata() or {}
         except (SafetensorError, OSError, ValueError) as error:

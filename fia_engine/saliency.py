@@ -133,10 +133,7 @@ class _LayerStats:
 
     # -- accumulation (inside the forward hook) --------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, step_slot: int) -> None:
-        keep = rows >= 0
-        if not bool(keep.any()):
-            return
-        x, y, rows = x[keep], y[keep], rows[keep]
+        """x, y: the observed rows only; rows: their saliency groups."""
         if self.mode == "fast":
             self._observe_fast(x, rows, step_slot)
         else:
@@ -163,10 +160,10 @@ class _LayerStats:
             inner *= x_norm.unsqueeze(1)
             inner /= y_norm.unsqueeze(2) * x_norm.unsqueeze(1) + eps
             self.sums.index_add_(0, groups, inner)
+            # Squares only count for base groups; other rows add zeros (no host sync to filter them).
             slots = self.square_slot[groups]
-            is_base = slots >= 0
-            if bool(is_base.any()):
-                self.squares.index_add_(0, slots[is_base], inner[is_base].square_())
+            is_base = (slots >= 0).to(inner.dtype).view(-1, 1, 1)
+            self.squares.index_add_(0, slots.clamp(min=0), inner.square_().mul_(is_base))
         self.counts.index_add_(0, rows, torch.ones(len(rows), 1, 1, device=rows.device))
 
     # -- step and collection ends -------------------------------------------------------------
@@ -261,23 +258,37 @@ class SaliencyCollector:
             self._steps_seen.append(step)
 
     def set_rows(self, groups: torch.Tensor) -> None:
-        """Saliency group of every row of the next UNet call's batch; -1 rows are not observed."""
-        self._rows = groups
+        """Saliency group of every row of the next UNet call's batch; -1 rows are not observed.
+
+        The observed rows are picked here, once per UNet call, not in every layer's hook.
+        """
+        keep = torch.nonzero(groups >= 0).flatten()
+        self._rows = (len(groups), keep, groups[keep])
 
     def _hook(self, stats: _LayerStats):
         def hook(module, inputs, output):
             if self._rows is None or self._step is None:
                 return
             x = inputs[0]
-            rows = self._rows.to(x.device)
-            if x.shape[0] != rows.shape[0]:
+            total, keep, rows = self._rows
+            if x.shape[0] != total:
                 raise InvalidInputError(
                     f"layer {stats.layer.canonical} saw a batch of {x.shape[0]} rows, but the row "
-                    f"layout names {rows.shape[0]}; call set_rows before every UNet call"
+                    f"layout names {total}; call set_rows before every UNet call"
                 )
             stats.weight = module.weight
+            if not len(keep):
+                return
+            if keep.device != x.device:  # moved once per UNet call, then reused by every layer
+                keep, rows = keep.to(x.device), rows.to(x.device)
+                self._rows = (total, keep, rows)
             with torch.no_grad():
-                stats.observe(x.detach(), output.detach(), rows, self._steps_seen.index(self._step))
+                stats.observe(
+                    x.detach().index_select(0, keep),
+                    output.detach().index_select(0, keep),
+                    rows,
+                    self._steps_seen.index(self._step),
+                )
 
         return hook
 

@@ -73,9 +73,12 @@ def _refuse_patched_lowvram(model, targets: UNetTargets) -> None:
 
 def _encode(clip, texts: list[str]) -> list:
     """One ComfyUI conditioning whose batch holds every prompt, in row order."""
+    encoded = {}  # base prompts repeat across samples: encode each text once
+    for text in dict.fromkeys(texts):
+        encoded[text] = clip.encode_from_tokens_scheduled(clip.tokenize(text), show_pbar=False)[0]
     tensors, pooled = [], []
     for text in texts:
-        cond, extra = clip.encode_from_tokens_scheduled(clip.tokenize(text), show_pbar=False)[0]
+        cond, extra = encoded[text]
         tensors.append(cond)
         if extra.get("pooled_output") is not None:
             pooled.append(extra["pooled_output"])
@@ -150,16 +153,19 @@ def collect_saliency(
         settings.steps,
         settings.mode,
     )
+    clones = []  # one private clone per row chunk, whose wrapper knows that chunk's rows
+    for part in chunks:
+        clone = model.clone()
+        clone.add_wrapper_with_key(
+            comfy.patcher_extension.WrappersMP.APPLY_MODEL,
+            WRAPPER_KEY,
+            _row_wrapper(collector, groups[part], settings.include_uncond),
+        )
+        clones.append(clone)
     with collector.attached():
         for step in range(settings.saliency_steps):
             collector.set_step(step)
-            for part in chunks:
-                clone = model.clone()
-                clone.add_wrapper_with_key(
-                    comfy.patcher_extension.WrappersMP.APPLY_MODEL,
-                    WRAPPER_KEY,
-                    _row_wrapper(collector, groups[part], settings.include_uncond),
-                )
+            for part, clone in zip(chunks, clones, strict=True):
                 # Step 0 starts from noise; later steps continue from the latents with no new noise.
                 step_noise = noise[part] if step == 0 else torch.zeros_like(noise[part])
                 latents[part] = comfy.sample.sample_custom(
