@@ -2,7 +2,8 @@
 
 The copy is assembled in a temporary folder beside the destination and moved into place
 at the end, so a failure leaves neither a partial destination nor a changed source.
-Only the UNet's safetensors files are rewritten, and in them only the FFN2 weights.
+Only the UNet's safetensors files are rewritten, and in them only the edited layers (FIA: the
+FFN2 weights; ScaPre: the cross-attention to_k / to_v, see fia_engine/scapre/files.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -53,7 +55,8 @@ def ffn2_weights(files: list[Path]) -> dict[str, tuple[Path, str, tuple[int, int
     return found
 
 
-def _signature(files: dict[str, tuple[Path, str, tuple[int, int]]]) -> dict[str, float]:
+def weight_signature_of(files: dict[str, tuple[Path, str, tuple[int, int]]]) -> dict[str, float]:
+    """Mean |W| per layer of (file, key, shape) entries, as the masks and edits record it."""
     signature = {}
     for canonical, (path, key, _) in files.items():
         with safe_open(str(path), framework="pt") as handle:
@@ -61,9 +64,8 @@ def _signature(files: dict[str, tuple[Path, str, tuple[int, int]]]) -> dict[str,
     return signature
 
 
-def apply_mask_to_folder(source: str | Path, mask: FIAMask, destination: str | Path, strength: float = 1.0) -> Path:
-    """Copy ``source`` to ``destination`` with the mask's weights pruned in the UNet."""
-    strength = check_strength(strength)
+def check_copy_paths(source: str | Path, destination: str | Path) -> tuple[Path, Path]:
+    """Refuse a source without a UNet, an existing destination, or one inside the source."""
     source, destination = Path(source), Path(destination)
     if not (source / "unet").is_dir():
         raise InvalidInputError(f"{source} is not a diffusers folder: it has no 'unet/' subfolder")
@@ -71,10 +73,24 @@ def apply_mask_to_folder(source: str | Path, mask: FIAMask, destination: str | P
         raise InvalidInputError(f"{destination} already exists; choose a new output folder")
     if destination.resolve().is_relative_to(source.resolve()):
         raise InvalidInputError("the output folder must not lie inside the source folder")
-    layers = ffn2_weights(unet_weight_files(source))
+    return source, destination
+
+
+def folder_family(source: Path) -> str:
     config = json.loads((source / "unet" / "config.json").read_text())
-    family = family_of(int(config.get("cross_attention_dim") or 0))
-    mask.check_compatible({name: shape for name, (_, _, shape) in layers.items()}, _signature(layers), family)
+    return family_of(int(config.get("cross_attention_dim") or 0))
+
+
+def write_unet_copy(
+    source: Path,
+    destination: Path,
+    layers: dict[str, tuple[Path, str, tuple[int, int]]],
+    new_weight: Callable[[str, torch.Tensor], torch.Tensor],
+) -> Path:
+    """Copy ``source`` to ``destination`` with ``new_weight(canonical, old)`` written for each listed layer.
+
+    Everything is assembled in a staging folder beside the destination and renamed into place.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     try:
@@ -88,17 +104,27 @@ def apply_mask_to_folder(source: str | Path, mask: FIAMask, destination: str | P
             tensors = load_file(str(path))
             for canonical in canonicals:
                 key = layers[canonical][1]
-                tensors[key] = mask.masked_weight(canonical, tensors[key], strength)
+                tensors[key] = new_weight(canonical, tensors[key])
             save_file(tensors, str(staging / "unet" / path.name), metadata=header)
         staging.rename(destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    pruned = mask.pruned_count
+    return destination
+
+
+def apply_mask_to_folder(source: str | Path, mask: FIAMask, destination: str | Path, strength: float = 1.0) -> Path:
+    """Copy ``source`` to ``destination`` with the mask's weights pruned in the UNet."""
+    strength = check_strength(strength)
+    source, destination = check_copy_paths(source, destination)
+    layers = ffn2_weights(unet_weight_files(source))
+    shapes = {name: shape for name, (_, _, shape) in layers.items()}
+    mask.check_compatible(shapes, weight_signature_of(layers), folder_family(source))
+    write_unet_copy(source, destination, layers, lambda name, weight: mask.masked_weight(name, weight, strength))
     logger.info(
         "wrote %s: %d weights pruned (%.4f %%) at strength %.2f",
         destination,
-        pruned,
+        mask.pruned_count,
         100 * mask.pruned_fraction,
         strength,
     )
