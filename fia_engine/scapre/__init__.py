@@ -1,0 +1,25 @@
+"""ScaPre: a closed-form, many-concept edit of the UNet's cross-attention keys and values.
+
+Pure PyTorch, like the rest of the engine. The public API, in order of use:
+
+    find_cross_attention_projections(unet)      -> CrossAttentionTargets (to_k / to_v of every attn2)
+    select_token_rows(embeddings, lengths)      -> the token rows the edit maps
+    compute_edit(weights, concepts, anchors, preserve, ScaPreSettings()) -> ScaPreEdit
+    ScaPreEdit.save / load / check_compatible / edited_weight / summary
+    scapre_unlearn(folder, concepts, ...), apply_edit_to_folder(...)   (diffusers folders)
+
+The math and every interpretation of the paper are in docs/scapre.md.
+"""
+
+from .layers import CrossAttentionTarget, CrossAttentionTargets, find_cross_attention_projections
+from .settings import ScaPreSettings
+from .tokens import rows_at_positions, select_token_rows
+
+__all__ = [
+    "CrossAttentionTarget",
+    "CrossAttentionTargets",
+    "ScaPreSettings",
+    "find_cross_attention_projections",
+    "rows_at_positions",
+    "select_token_rows",
+]
