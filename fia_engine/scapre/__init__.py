@@ -11,6 +11,9 @@ Pure PyTorch, like the rest of the engine. The public API, in order of use:
 The math and every interpretation of the paper are in docs/scapre.md.
 """
 
+from .compute import compute_edit
+from .delta import LayerDelta
+from .edit import ScaPreEdit, check_scale
 from .layers import CrossAttentionTarget, CrossAttentionTargets, find_cross_attention_projections
 from .settings import ScaPreSettings
 from .tokens import rows_at_positions, select_token_rows
@@ -18,7 +21,11 @@ from .tokens import rows_at_positions, select_token_rows
 __all__ = [
     "CrossAttentionTarget",
     "CrossAttentionTargets",
+    "LayerDelta",
+    "ScaPreEdit",
     "ScaPreSettings",
+    "check_scale",
+    "compute_edit",
     "find_cross_attention_projections",
     "rows_at_positions",
     "select_token_rows",

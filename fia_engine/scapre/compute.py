@@ -1,0 +1,141 @@
+"""compute_edit: the whole ScaPre pipeline over a set of to_k / to_v weights.
+
+Per call (shared by all layers): spectral weighting of the concept rows, the system matrix M
+and its Cholesky solve (solve.py). Per layer: the closed-form delta (or the Sylvester
+solve when the output-space regulariser is on), row mask, Bures step, entropy blend, and
+compaction into low-rank or dense storage. Works on the weights' device in float32 (float64
+if the weights are float64) and never writes into the weights or token tensors it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from ..errors import InvalidInputError
+from ..layers import family_of, shape_fingerprint
+from .delta import LayerDelta
+from .edit import ScaPreEdit
+from .geometry import blend_factor, bures_step, normalised_entropy
+from .layers import weight_mean_abs
+from .row_mask import information_row_mask
+from .settings import ScaPreSettings
+from .solve import build_system
+from .spectral import spectral_weighting
+from .sylvester import SymmetricEigen, output_gram, solve_sylvester
+
+logger = logging.getLogger(__name__)
+
+
+def compute_edit(
+    weights: dict[str, torch.Tensor],
+    concept_tokens: torch.Tensor,
+    anchor_tokens: torch.Tensor,
+    preserve_tokens: torch.Tensor | None,
+    settings: ScaPreSettings | None = None,
+    empty_tokens: torch.Tensor | None = None,
+    metadata: dict | None = None,
+) -> ScaPreEdit:
+    """The ScaPre edit of ``weights`` (canonical name -> original W, d_out x d_in).
+
+    concept_tokens (n x d_in) are mapped onto the outputs the original weights give
+    anchor_tokens (n x d_in, the same token positions); preserve_tokens (m x d_in) keep their
+    outputs; empty_tokens (the empty prompt's rows) label the row mask's "no concept" side
+    and default to the anchor rows.
+    """
+    settings = (settings or ScaPreSettings()).validate()
+    width = _check_weights(weights)
+    first = next(iter(weights.values()))
+    work = torch.float64 if any(w.dtype == torch.float64 for w in weights.values()) else torch.float32
+    place = {"device": first.device, "dtype": work}
+    concepts = _tokens("concept", concept_tokens, width, required=True).to(**place)
+    anchors = _tokens("anchor", anchor_tokens, width, required=True).to(**place)
+    if anchors.shape != concepts.shape:
+        raise InvalidInputError(
+            f"anchor token rows {tuple(anchors.shape)} must match the concept rows {tuple(concepts.shape)} "
+            "(the anchor taken at the concept's token positions)"
+        )
+    preserve = _tokens("preserve", preserve_tokens, width).to(**place)
+    empty = _tokens("empty", empty_tokens, width)
+    references = empty.to(**place) if empty.numel() else anchors
+    active = settings.active
+    started = time.perf_counter()
+
+    weighting = spectral_weighting(concepts, settings.spectral_rho) if active["spectral"] else None
+    system = build_system(concepts, anchors, preserve, settings.preserve_weight, settings.ridge, weighting)
+    gram_eigen = SymmetricEigen.of(system.gram) if active["sylvester"] else None
+    layers, stats = {}, {}
+    for name, weight in weights.items():
+        w = weight.detach().to(**place)
+        if gram_eigen is not None:
+            regulariser = settings.output_reg * output_gram(w, preserve if preserve.numel() else references)
+            delta = LayerDelta.full(solve_sylvester(regulariser, gram_eigen, system.rhs(w)))
+        else:
+            delta = LayerDelta.low_rank(system.up(w), system.down)
+        layer_stats = {"weight_norm": float(w.norm())}
+        if active["row_mask"] or active["entropy_blend"]:
+            mask = information_row_mask(w, concepts, references, settings.mask_power)
+            layer_stats.update(mask_mean=float(mask.mean()), mask_entropy=normalised_entropy(mask))
+        if active["row_mask"]:
+            delta = delta.scale_rows(mask)
+        if active["bures"]:
+            delta, layer_stats["flipped_rows"] = bures_step(delta, w, settings.bures_eta)
+        if active["entropy_blend"]:
+            layer_stats["blend"] = blend_factor(mask, settings.blend_strength)
+            delta = delta.scale(layer_stats["blend"])
+        layers[name] = delta.compact(settings.rank_tol).to("cpu", torch.float32)
+        stats[name] = layer_stats
+    elapsed = time.perf_counter() - started
+    logger.info(
+        "ScaPre (%s): %d layers, %d concept rows, %d preserve rows, %.3f s",
+        settings.mode,
+        len(layers),
+        len(concepts),
+        len(preserve),
+        elapsed,
+    )
+    shapes = {name: (int(w.shape[0]), int(w.shape[1])) for name, w in weights.items()}
+    info = dict(metadata or {})
+    info.update(
+        method="ScaPre",
+        settings=settings.to_dict(),
+        active=active,
+        token_rows={"concept": len(concepts), "preserve": len(preserve), "empty": len(empty)},
+        layer_stats=stats,
+        seconds=round(elapsed, 4),
+    )
+    return ScaPreEdit(
+        layers=layers,
+        shapes=shapes,
+        family=info.get("family") or family_of(width),
+        fingerprint=shape_fingerprint(shapes),
+        weight_signature={name: weight_mean_abs(w) for name, w in weights.items()},
+        metadata=info,
+    )
+
+
+def _check_weights(weights: dict[str, torch.Tensor]) -> int:
+    if not weights:
+        raise InvalidInputError("no weights given: pass canonical name -> to_k / to_v weight of the original model")
+    widths = set()
+    for name, weight in weights.items():
+        if weight.dim() != 2:
+            raise InvalidInputError(f"weight {name!r} must be a 2-D (d_out x d_in) matrix, got {tuple(weight.shape)}")
+        widths.add(int(weight.shape[1]))
+    if len(widths) != 1:
+        raise InvalidInputError(f"all weights must take inputs of one width (the text embedding), got {sorted(widths)}")
+    return widths.pop()
+
+
+def _tokens(what: str, tokens: torch.Tensor | None, width: int, required: bool = False) -> torch.Tensor:
+    if tokens is None:
+        tokens = torch.zeros(0, width)
+    if tokens.dim() != 2 or tokens.shape[1] != width:
+        raise InvalidInputError(f"{what} token rows must be (rows, {width}), got shape {tuple(tokens.shape)}")
+    if required and tokens.shape[0] == 0:
+        raise InvalidInputError(f"no {what} token rows: give at least one {what} token")
+    if not bool(torch.isfinite(tokens).all()):
+        raise InvalidInputError(f"{what} token rows hold NaN or infinite values")
+    return tokens.detach()

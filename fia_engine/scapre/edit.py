@@ -1,0 +1,247 @@
+"""The ScaPre edit: per-layer weight deltas for the cross-attention to_k / to_v, shared as safetensors.
+
+A file holds, per canonical projection (``down.0.0.0.to_k``), either ``up.<name>`` and
+``down.<name>`` (delta = up @ down) or ``dense.<name>``, all float32, and JSON strings as
+metadata: format, version, model family, the fingerprint of the projections' shapes (an
+architecture check), mean |W| per projection (a checkpoint check that tolerates
+fp16/fp32), and what made the edit (concepts, anchor, preserve, settings, per-layer
+statistics). Loading uses safetensors only (no pickle) and validates everything first.
+The edit is applied as W + scale * delta; the source weights are never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from ..errors import CorruptMaskError, InvalidInputError, MaskMismatchError
+from ..layers import shape_fingerprint, signatures_match
+from .delta import LayerDelta
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "scapre-edit"
+FORMAT_VERSION = 1
+MAX_SCALE = 10.0
+_KINDS = ("up", "down", "dense")
+
+
+def check_scale(scale: float) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= scale <= MAX_SCALE:
+        raise InvalidInputError(
+            f"scale must be between 0 and {MAX_SCALE:g} (1 = the edit as solved, 0 = no edit), got {scale!r}"
+        )
+    return float(scale)
+
+
+def file_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` entry of a safetensors file's metadata (e.g. "fia-mask", "scapre-edit")."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CorruptMaskError(f"{path} is not a readable safetensors file ({error})") from None
+
+
+@dataclass
+class ScaPreEdit:
+    layers: dict[str, LayerDelta]
+    shapes: dict[str, tuple[int, int]]
+    family: str
+    fingerprint: str
+    weight_signature: dict[str, float] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    # -- numbers --------------------------------------------------------------------------------
+    @property
+    def stored_bytes(self) -> int:
+        return 4 * sum(delta.stored_numel for delta in self.layers.values())
+
+    @property
+    def dense_bytes(self) -> int:
+        return 4 * sum(out * inp for out, inp in self.shapes.values())
+
+    def summary(self) -> dict:
+        """Concepts, per-layer rank / storage / change, and the edited fraction of rows.
+
+        A row counts as edited when its change is at least 10 % of the layer's largest row change.
+        """
+        stats = self.metadata.get("layer_stats", {})
+        layers, edited_rows, total_rows = {}, 0, 0
+        for name, delta in self.layers.items():
+            norms = delta.row_norms()
+            top = float(norms.max()) if norms.numel() else 0.0
+            edited = int((norms >= 0.1 * top).sum()) if top > 0 else 0
+            edited_rows, total_rows = edited_rows + edited, total_rows + norms.numel()
+            weight_norm = stats.get(name, {}).get("weight_norm")
+            layers[name] = {
+                "rank": delta.rank,
+                "stored_bytes": 4 * delta.stored_numel,
+                "edited_rows": edited,
+                "relative_change": float(norms.square().sum().sqrt()) / weight_norm if weight_norm else None,
+                "blend": stats.get(name, {}).get("blend"),
+            }
+        return {
+            "concepts": list(self.metadata.get("concepts", [])),
+            "anchor": self.metadata.get("anchor"),
+            "preserve": list(self.metadata.get("preserve", [])),
+            "mode": self.metadata.get("settings", {}).get("mode"),
+            "family": self.family,
+            "layers": layers,
+            "layer_count": len(self.layers),
+            "edited_fraction": edited_rows / max(1, total_rows),
+            "stored_bytes": self.stored_bytes,
+            "dense_bytes": self.dense_bytes,
+        }
+
+    # -- use ------------------------------------------------------------------------------------
+    def delta(self, name: str) -> torch.Tensor:
+        """The dense float32 delta of one layer (a new tensor)."""
+        if name not in self.layers:
+            raise MaskMismatchError(f"the ScaPre edit has no layer {name!r}; it has {sorted(self.layers)[:4]} ...")
+        return self.layers[name].to_dense()
+
+    def edited_weight(self, name: str, weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """W + scale * delta as a new tensor of W's dtype and device; ``weight`` is never modified."""
+        scale = check_scale(scale)
+        if name not in self.shapes:
+            raise MaskMismatchError(f"the ScaPre edit has no layer {name!r}; it has {sorted(self.layers)[:4]} ...")
+        if tuple(weight.shape) != tuple(self.shapes[name]):
+            raise MaskMismatchError(
+                f"layer {name}: weight shape {tuple(weight.shape)} != ScaPre edit shape {self.shapes[name]}"
+            )
+        delta = self.layers[name].to(weight.device).to_dense()
+        return (weight.detach().to(delta.dtype) + scale * delta).to(weight.dtype)
+
+    # -- compatibility --------------------------------------------------------------------------
+    def check_compatible(
+        self,
+        shapes: dict[str, tuple[int, int]],
+        signature: dict[str, float] | None = None,
+        family: str | None = None,
+    ) -> bool:
+        """Refuse an edit for another architecture; warn (return False) for another checkpoint."""
+        if family is not None and family != self.family:
+            raise MaskMismatchError(
+                f"this ScaPre edit was made for a {self.family} model, but the model is {family}. "
+                "Use an edit made for this model's architecture."
+            )
+        if shape_fingerprint(shapes) != self.fingerprint:
+            missing = sorted(set(self.shapes) - set(shapes))[:3]
+            differing = [n for n in self.shapes if n in shapes and tuple(shapes[n]) != tuple(self.shapes[n])][:3]
+            raise MaskMismatchError(
+                f"this ScaPre edit was made for a {self.family} model with other cross-attention layers "
+                f"(edit layers {self.fingerprint}, model layers {shape_fingerprint(shapes)}; "
+                f"missing {missing}, other shapes {differing}). Use an edit made for this model's architecture."
+            )
+        if signature and self.weight_signature and not signatures_match(signature, self.weight_signature):
+            logger.warning(
+                "ScaPre edit was made on another checkpoint of the same %s architecture; applying it anyway "
+                "(the edit was solved for other weights: check the result)",
+                self.family,
+            )
+            return False
+        return True
+
+    # -- files ----------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a failed save leaves no partial file and keeps any older file intact."""
+        path = Path(path)
+        tensors = {}
+        for name, delta in self.layers.items():
+            parts = {"dense": delta.dense} if not delta.is_low_rank else {"up": delta.up, "down": delta.down}
+            for kind, tensor in parts.items():
+                tensors[f"{kind}.{name}"] = tensor.detach().to("cpu", torch.float32).contiguous()
+        header = {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "family": self.family,
+            "fingerprint": self.fingerprint,
+            "shapes": json.dumps({k: list(v) for k, v in self.shapes.items()}),
+            "weight_signature": json.dumps(self.weight_signature),
+            "scapre": json.dumps(self.metadata, default=str),
+            "stored_bytes": str(self.stored_bytes),
+            "dense_bytes": str(self.dense_bytes),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=".scapre-", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        try:
+            save_file(tensors, tmp, metadata=header)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> ScaPreEdit:
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidInputError(f"ScaPre edit file not found: {path}")
+        try:
+            tensors = load_file(str(path), device=str(device))
+            with safe_open(str(path), framework="pt") as handle:
+                header = handle.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CorruptMaskError(f"{path} is not a readable safetensors file ({error})") from None
+        if header.get("format") != FORMAT:
+            raise CorruptMaskError(
+                f"{path} is not a ScaPre edit (format={header.get('format')!r}, expected {FORMAT!r})"
+            )
+        try:
+            version = int(header.get("format_version", "0"))
+            shapes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(header["shapes"]).items()}
+            signature = {k: float(v) for k, v in json.loads(header.get("weight_signature", "{}")).items()}
+            metadata = json.loads(header.get("scapre", "{}"))
+            family, fingerprint = header["family"], header["fingerprint"]
+        except (KeyError, ValueError, TypeError, IndexError) as error:
+            raise CorruptMaskError(f"{path} has damaged metadata ({error})") from None
+        if version > FORMAT_VERSION:
+            raise CorruptMaskError(f"{path} uses ScaPre edit format {version}; update the extension to read it")
+        if shape_fingerprint(shapes) != fingerprint:
+            raise CorruptMaskError(f"{path}: the stored fingerprint does not match the stored layer shapes")
+        layers = _validated_layers(path, tensors, shapes)
+        return cls(layers, shapes, family, fingerprint, signature, metadata)
+
+
+def _validated_layers(
+    path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]
+) -> dict[str, LayerDelta]:
+    unknown = [key for key in tensors if key.partition(".")[0] not in _KINDS or key.partition(".")[2] not in shapes]
+    if unknown:
+        raise CorruptMaskError(f"{path}: tensors {unknown[:3]} belong to no layer listed in the metadata")
+    layers = {}
+    for name, (out, inp) in shapes.items():
+        dense, up, down = (tensors.get(f"{kind}.{name}") for kind in ("dense", "up", "down"))
+        for tensor in (dense, up, down):
+            if tensor is not None and (tensor.dtype != torch.float32 or not bool(torch.isfinite(tensor).all())):
+                raise CorruptMaskError(f"{path}: layer {name} holds non-float32 or non-finite values")
+        if dense is not None and up is None and down is None:
+            if tuple(dense.shape) != (out, inp):
+                raise CorruptMaskError(f"{path}: layer {name} dense delta is {tuple(dense.shape)}, not {(out, inp)}")
+            layers[name] = LayerDelta.full(dense)
+        elif dense is None and up is not None and down is not None:
+            if up.dim() != 2 or down.dim() != 2 or up.shape[0] != out or down.shape[1] != inp:
+                raise CorruptMaskError(
+                    f"{path}: layer {name} factors {tuple(up.shape)} @ {tuple(down.shape)} do not give {(out, inp)}"
+                )
+            if up.shape[1] != down.shape[0]:
+                raise CorruptMaskError(f"{path}: layer {name} factors have ranks {up.shape[1]} and {down.shape[0]}")
+            layers[name] = LayerDelta.low_rank(up, down)
+        else:
+            raise CorruptMaskError(f"{path}: layer {name} needs either up and down, or dense, and nothing else")
+    if not layers:
+        raise CorruptMaskError(f"{path}: the edit lists no layers")
+    return layers
