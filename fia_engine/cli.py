@@ -1,4 +1,4 @@
-"""Command line: ``python -m fia_engine {unlearn,apply,info}``.
+"""Command line: ``python -m fia_engine {unlearn,scapre,apply,info}``.
 
 Errors end the program with exit code 2 and one line on stderr; no partial output file is
 left behind (masks and folders are written to a temporary name and moved into place).
@@ -12,8 +12,9 @@ import logging
 import sys
 import time
 
-from .errors import FIAError
+from .errors import FIAError, InvalidInputError
 from .localize import check_ratio
+from .scapre.settings import ScaPreSettings
 
 logger = logging.getLogger("fia_engine.cli")
 
@@ -85,13 +86,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default: fp16 on cuda, fp32 on cpu"
     )
 
+    scapre = commands.add_parser(
+        "scapre", help="closed-form edit of the cross-attention keys/values (ScaPre); write an edit file"
+    )
+    scapre.add_argument("--pipeline", required=True, help="local diffusers Stable Diffusion folder")
+    scapre.add_argument("--concepts", required=True, help="comma-separated concepts, e.g. 'golf ball, church'")
+    scapre.add_argument("--anchor", default="", help="what the concepts should look like instead ('' = empty prompt)")
+    scapre.add_argument("--preserve", default="", help="comma-separated concepts whose outputs must stay")
+    scapre.add_argument("--out", required=True, help="edit file to write (.safetensors)")
+    defaults = ScaPreSettings()
+    scapre.add_argument("--mode", default=defaults.mode, choices=["scapre", "uce"], help="uce = closed form only")
+    scapre.add_argument("--preserve-weight", type=float, default=defaults.preserve_weight, help="lam (%(default)s)")
+    scapre.add_argument("--ridge", type=float, default=defaults.ridge, help="gamma (%(default)s)")
+    scapre.add_argument("--no-row-mask", action="store_true", help="edit all rows alike")
+    scapre.add_argument("--mask-power", type=float, default=defaults.mask_power, help="p (%(default)s)")
+    scapre.add_argument("--no-spectral", action="store_true", help="no spectral weighting of the concept term")
+    scapre.add_argument("--spectral-rho", type=float, default=defaults.spectral_rho, help="rho (%(default)s)")
+    scapre.add_argument("--no-bures", action="store_true", help="no Bures proximal step")
+    scapre.add_argument("--bures-eta", type=float, default=defaults.bures_eta, help="eta (%(default)s)")
+    scapre.add_argument("--no-entropy-blend", action="store_true", help="no entropy-driven blend")
+    scapre.add_argument(
+        "--blend-strength", type=float, default=defaults.blend_strength, help="blend strength (%(default)s)"
+    )
+    scapre.add_argument(
+        "--output-reg", type=float, default=defaults.output_reg, help="mu; > 0 solves the Sylvester form (%(default)s)"
+    )
+    scapre.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    scapre.add_argument(
+        "--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="default: fp16 on cuda, fp32 on cpu"
+    )
+
     apply = commands.add_parser("apply", help="write an unlearned copy of a diffusers folder")
     apply.add_argument("--pipeline", required=True, help="source diffusers folder (never modified)")
-    apply.add_argument("--mask", required=True, help="mask file from 'unlearn'")
+    apply.add_argument("--mask", required=True, help="FIA mask (from 'unlearn') or ScaPre edit (from 'scapre')")
     apply.add_argument("--out", required=True, help="new folder to write")
-    apply.add_argument("--strength", type=float, default=1.0, help="0..1; 1 zeroes the pruned weights")
+    apply.add_argument("--strength", type=float, default=None, help="FIA masks: 0..1; 1 zeroes the pruned weights")
+    apply.add_argument("--scale", type=float, default=None, help="ScaPre edits: W + scale * delta (default 1)")
 
-    info = commands.add_parser("info", help="print a mask's metadata and per-layer counts")
+    info = commands.add_parser("info", help="print a mask's or edit's metadata and per-layer numbers")
     info.add_argument("mask")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -183,21 +215,87 @@ def run_unlearn(args) -> int:
     return 0
 
 
+def run_scapre(args) -> int:
+    from .diffusers_runner import default_device, parse_dtype
+    from .scapre.runner import check_prompts, scapre_unlearn
+
+    settings = ScaPreSettings(
+        mode=args.mode,
+        preserve_weight=args.preserve_weight,
+        ridge=args.ridge,
+        row_mask=not args.no_row_mask,
+        mask_power=args.mask_power,
+        spectral=not args.no_spectral,
+        spectral_rho=args.spectral_rho,
+        bures=not args.no_bures,
+        bures_eta=args.bures_eta,
+        entropy_blend=not args.no_entropy_blend,
+        blend_strength=args.blend_strength,
+        output_reg=args.output_reg,
+    ).validate()
+    check_prompts(args.concepts, args.anchor, args.preserve)
+    device = args.device or default_device()
+    dtype = parse_dtype(args.dtype or ("fp16" if device.startswith("cuda") else "fp32"))
+    started = time.perf_counter()
+    edit = scapre_unlearn(args.pipeline, args.concepts, args.anchor, args.preserve, settings, device, dtype)
+    edit.save(args.out)
+    elapsed = time.perf_counter() - started
+    summary = edit.summary()
+    print(
+        f"wrote {args.out}: {len(summary['concepts'])} concepts, {summary['layer_count']} layers, mode {settings.mode}, "
+        f"{summary['stored_bytes']} bytes stored ({summary['dense_bytes']} dense), {elapsed:.1f} s on {device}"
+    )
+    return 0
+
+
+def _load_mask_or_edit(path: str):
+    """An FIAMask or a ScaPreEdit, told apart by the file's format metadata."""
+    from .masks import FORMAT as MASK_FORMAT
+    from .masks import FIAMask
+    from .scapre.edit import FORMAT as EDIT_FORMAT
+    from .scapre.edit import ScaPreEdit, file_format
+
+    found = file_format(path)
+    if found == MASK_FORMAT:
+        return FIAMask.load(path)
+    if found == EDIT_FORMAT:
+        return ScaPreEdit.load(path)
+    raise InvalidInputError(f"{path} is not an FIA mask or a ScaPre edit (format={found!r})")
+
+
 def run_apply(args) -> int:
     from .diffusers_files import apply_mask_to_folder
     from .masks import FIAMask, check_strength
+    from .scapre.edit import check_scale
+    from .scapre.files import apply_edit_to_folder
 
-    check_strength(args.strength)
-    mask = FIAMask.load(args.mask)
-    apply_mask_to_folder(args.pipeline, mask, args.out, args.strength)
-    print(f"wrote {args.out}: {mask.pruned_count} weights pruned at strength {args.strength}")
+    if args.strength is not None:
+        check_strength(args.strength)
+    if args.scale is not None:
+        check_scale(args.scale)
+    loaded = _load_mask_or_edit(args.mask)
+    if isinstance(loaded, FIAMask):
+        if args.scale is not None:
+            raise InvalidInputError("--scale is for ScaPre edits; an FIA mask takes --strength (0..1)")
+        strength = 1.0 if args.strength is None else args.strength
+        apply_mask_to_folder(args.pipeline, loaded, args.out, strength)
+        print(f"wrote {args.out}: {loaded.pruned_count} weights pruned at strength {strength}")
+        return 0
+    if args.strength is not None:
+        raise InvalidInputError("--strength is for FIA masks; a ScaPre edit takes --scale")
+    scale = 1.0 if args.scale is None else args.scale
+    apply_edit_to_folder(args.pipeline, loaded, args.out, scale)
+    print(f"wrote {args.out}: ScaPre edit on {len(loaded.layers)} cross-attention projections at scale {scale}")
     return 0
 
 
 def run_info(args) -> int:
     from .masks import FIAMask
 
-    mask = FIAMask.load(args.mask)
+    loaded = _load_mask_or_edit(args.mask)
+    if not isinstance(loaded, FIAMask):
+        return _print_edit_info(args, loaded)
+    mask = loaded
     summary = mask.summary()
     if args.json:
         print(json.dumps({"summary": summary, "metadata": mask.metadata}, indent=2, default=str))
@@ -222,10 +320,37 @@ def run_info(args) -> int:
     return 0
 
 
+def _print_edit_info(args, edit) -> int:
+    summary = edit.summary()
+    if args.json:
+        print(json.dumps({"summary": summary, "metadata": edit.metadata}, indent=2, default=str))
+        return 0
+    settings, active = edit.metadata.get("settings", {}), edit.metadata.get("active", {})
+    print(f"ScaPre edit {args.mask}")
+    print(f"  model      {edit.family} (layers {edit.fingerprint})")
+    print(f"  concepts   {', '.join(summary['concepts'])}")
+    print(f"  anchor     {summary['anchor']!r}   preserve {', '.join(summary['preserve']) or '-'}")
+    print(
+        f"  method     {summary['mode']}  lam={settings.get('preserve_weight')}  gamma={settings.get('ridge')}  "
+        f"steps on: {', '.join(k for k, v in active.items() if v) or 'none'}"
+    )
+    print(
+        f"  storage    {summary['stored_bytes']} bytes ({summary['dense_bytes']} dense), "
+        f"edited rows {100 * summary['edited_fraction']:.1f} %"
+    )
+    print("  layer                    rank   stored B  rel. change  blend")
+    for name, layer in summary["layers"].items():
+        rank = "dense" if layer["rank"] is None else layer["rank"]
+        change = "-" if layer["relative_change"] is None else f"{layer['relative_change']:.4f}"
+        blend = "-" if layer["blend"] is None else f"{layer['blend']:.3f}"
+        print(f"  {name:<22} {rank:>6} {layer['stored_bytes']:>10}  {change:>11}  {blend:>5}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
-    handlers = {"unlearn": run_unlearn, "apply": run_apply, "info": run_info}
+    handlers = {"unlearn": run_unlearn, "scapre": run_scapre, "apply": run_apply, "info": run_info}
     try:
         return handlers[args.command](args)
     except FIAError as error:

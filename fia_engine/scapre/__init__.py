@@ -14,7 +14,9 @@ The math and every interpretation of the paper are in docs/scapre.md.
 from .compute import compute_edit
 from .delta import LayerDelta
 from .edit import ScaPreEdit, check_scale
+from .files import apply_edit_to_folder
 from .layers import CrossAttentionTarget, CrossAttentionTargets, find_cross_attention_projections
+from .runner import edit_components, scapre_unlearn
 from .settings import ScaPreSettings
 from .tokens import rows_at_positions, select_token_rows
 
@@ -24,9 +26,12 @@ __all__ = [
     "LayerDelta",
     "ScaPreEdit",
     "ScaPreSettings",
+    "apply_edit_to_folder",
     "check_scale",
     "compute_edit",
+    "edit_components",
     "find_cross_attention_projections",
     "rows_at_positions",
+    "scapre_unlearn",
     "select_token_rows",
 ]
