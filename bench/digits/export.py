@@ -1,7 +1,8 @@
-"""Write and verify the diffusers-style model folder (no VAE: the UNet works in pixel space)."""
+"""Write and verify the diffusers-style model folder (no VAE: the UNet works on packed pixels)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ def model_index() -> dict:
         "_class_name": "FIADigitsPipeline",
         "_diffusers_version": diffusers.__version__,
         "fia_pixel_space": True,
+        "fia_pixel_pack": 2,
         "fia_sample_size": 32,
         "fia_channels": 1,
         "scheduler": ["diffusers", "DDPMScheduler"],
@@ -31,9 +33,13 @@ def model_index() -> dict:
 
 
 def save_model(out_dir: Path, unet, text_encoder, tokenizer, scheduler, metadata: dict) -> None:
-    """Save every component, the index, training metadata and the weight checksums."""
+    """Save every component, the index, training metadata and the weight checksums.
+
+    The UNet is stored in float16 (half the bytes in git); diffusers loads it back as float32,
+    and every measurement is made on the loaded folder, i.e. on the rounded weights.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    unet.save_pretrained(str(out_dir / "unet"), safe_serialization=True)
+    copy.deepcopy(unet).half().save_pretrained(str(out_dir / "unet"), safe_serialization=True)
     text_encoder.save_pretrained(str(out_dir / "text_encoder"), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
     scheduler.save_pretrained(str(out_dir / "scheduler"))

@@ -12,6 +12,7 @@ from PIL import Image
 from transformers import CLIPTextModel
 
 from . import MODEL_DIR
+from .model import to_image
 from .tokenizer import encode, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def sample_pairs(
     scheduler = DDIMScheduler.from_config(components.scheduler.config, timestep_spacing="trailing")
     scheduler.set_timesteps(steps)
 
-    out = torch.empty((len(prompts), *shape))
+    out = []
     for start in range(0, len(prompts), batch_size):
         sl = slice(start, start + batch_size)
         latents = noise[noise_ids[sl]].clone()
@@ -97,8 +98,8 @@ def sample_pairs(
         for t in scheduler.timesteps:
             eps_uncond, eps_cond = unet(torch.cat([latents, latents]), t, context).sample.chunk(2)
             latents = scheduler.step(eps_uncond + cfg * (eps_cond - eps_uncond), t, latents).prev_sample
-        out[sl] = latents.clamp(-1.0, 1.0)
-    return out
+        out.append(to_image(latents).clamp(-1.0, 1.0))
+    return torch.cat(out)
 
 
 def generate(

@@ -18,7 +18,7 @@ from transformers import CLIPTextModel
 from . import MODEL_DIR
 from .data import sample_batch
 from .export import save_model
-from .model import build_scheduler, build_text_encoder, build_unet, count_parameters
+from .model import build_scheduler, build_text_encoder, build_unet, count_parameters, to_latent
 from .tokenizer import build_tokenizer, encode, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ def _load_phase(model_dir: Path, tokenizer) -> tuple:
 
 def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     torch.set_num_threads(cfg.threads)
+    # Denormal floats make CPU kernels many times slower once small gradients appear.
+    torch.set_flush_denormal(True)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
@@ -120,6 +122,7 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     recent: list[float] = []
     for step in range(cfg.steps):
         images, captions, _ = sample_batch(rng, cfg.batch_size)
+        images = to_latent(images)
         ids = encode(tokenizer, captions)
         noise = torch.randn_like(images)
         t = torch.randint(0, num_t, (cfg.batch_size,))
