@@ -27,9 +27,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from .sampling import generate, grid, save_pngs, slug
+    from .sampling import generate, grid, load_components, save_pngs, slug
 
-    images = generate(args.model, [args.prompt], args.n, args.seed, steps=args.steps, cfg=args.cfg)
+    components = load_components(args.model)
+    unet = None
+    if args.mask:
+        from .edits import edited_unet
+
+        unet = edited_unet(components.unet, Path(args.mask))
+    images = generate(components, [args.prompt], args.n, args.seed, steps=args.steps, cfg=args.cfg, unet_override=unet)
     out = Path(args.out)
     save_pngs(images, out, stem=slug(args.prompt), scale=args.scale)
     grid(images, scale=args.scale).save(out / f"{slug(args.prompt)}_grid.png")
@@ -68,6 +74,70 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(run_demo(forget, Path(args.out), images=args.n, steps=args.steps, seed=args.seed))
 
 
+def _cmd_benchmark(args: argparse.Namespace) -> None:
+    import sys
+
+    from .benchmark import P1_FORGET, p1_report, p2_report, plot_p2, run_protocol, write_section
+    from .methods import fia_group
+    from .unlearning import DigitsBench, FiaSettings
+
+    settings = FiaSettings(pairs=args.pairs, r2=args.r2, alpha=args.alpha)
+    modes = tuple(m for m in ("fast", "exact") if f"fia-{m}" in args.methods)
+    groups = [fia_group(settings, modes=modes, union="union" in args.methods and "fast" in modes)]
+    closed_form = tuple(m for m in ("scapre", "uce") if m in args.methods)
+    if closed_form:
+        from .methods import scapre_group
+
+        groups.append(scapre_group(closed_form))
+    p1 = p2 = plot = None
+    if "p1" in args.protocols:
+        bench = DigitsBench(
+            args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps
+        )
+        p1 = run_protocol("P1", bench, [P1_FORGET], groups)
+    if "p2" in args.protocols:
+        bench = DigitsBench(
+            args.model, images_per_digit=args.p2_n, seeds=tuple(args.p2_seeds), sample_steps=args.sample_steps
+        )
+        p2 = run_protocol("P2", bench, [list(range(k)) for k in args.p2_k], groups)
+        plot = plot_p2(p2, Path(args.plot))
+    command = "python -m bench.digits " + " ".join(sys.argv[1:])
+    settings_line = (
+        f"FIA settings (frozen for this model): K = {settings.pairs} prompt pairs, {settings.saliency_steps} "
+        f"saliency steps of {settings.steps}, r1 = {settings.r1}, r2 = {settings.r2}, alpha = {settings.alpha}, "
+        f"cfg {settings.cfg}; samples: {args.sample_steps} DDIM steps, cfg {settings.cfg}."
+    )
+    sections = []
+    if p1:
+        sections.append(p1_report(command, settings_line, p1))
+    if p2:
+        sections.append(p2_report(command, settings_line, p2, plot))
+    for section in sections:
+        print(section)
+        if args.report:
+            write_section(Path(args.report), section)
+    if args.report:
+        print(f"wrote {args.report}" + (f" and {plot}" if plot else ""))
+
+
+def _cmd_sweep_pairs(args: argparse.Namespace) -> None:
+    import sys
+
+    from .benchmark import P1_FORGET, pairs_report, run_protocol, write_section
+    from .methods import fia_group
+    from .unlearning import DigitsBench, FiaSettings
+
+    bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
+    sweep = {}
+    for pairs in args.pairs:
+        group = fia_group(FiaSettings(pairs=pairs), modes=("fast",), union=False)
+        sweep[pairs] = run_protocol(f"P1 K={pairs}", bench, [P1_FORGET], [group])
+    section = pairs_report("python -m bench.digits " + " ".join(sys.argv[1:]), sweep)
+    print(section)
+    if args.report:
+        write_section(Path(args.report), section)
+
+
 def _add_sampling_args(p: argparse.ArgumentParser, n: int) -> None:
     from .sampling import DEFAULT_CFG, DEFAULT_STEPS
 
@@ -79,6 +149,9 @@ def _add_sampling_args(p: argparse.ArgumentParser, n: int) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .unlearning import FiaSettings
+
+    FIA_DEFAULTS = FiaSettings()  # noqa: N806  (read-only defaults for the help texts)
     parser = argparse.ArgumentParser(prog="python -m bench.digits", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -89,6 +162,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/demo")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("benchmark", help="P1 and P2: every method side by side on the bundled model")
+    p.add_argument("--model", default=str(MODEL_DIR))
+    p.add_argument("--protocols", nargs="+", default=["p1", "p2"], choices=["p1", "p2"])
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["fia-fast", "fia-exact", "union", "scapre", "uce"],
+        choices=["fia-fast", "fia-exact", "union", "scapre", "uce"],
+        help="rows besides the original model ('union' needs fia-fast)",
+    )
+    p.add_argument("--n", type=int, default=50, help="P1 images per digit and seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="P1 seeds")
+    p.add_argument("--p2-n", type=int, default=50, help="P2 images per digit and seed")
+    p.add_argument("--p2-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--p2-k", type=int, nargs="+", default=list(range(1, 10)), help="forget sizes of P2")
+    p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps of the judged samples")
+    p.add_argument("--pairs", type=int, default=FIA_DEFAULTS.pairs, help="FIA prompt pairs per concept")
+    p.add_argument("--r2", type=float, default=FIA_DEFAULTS.r2)
+    p.add_argument("--alpha", type=float, default=FIA_DEFAULTS.alpha)
+    p.add_argument("--report", default="", help="RESULTS.md to update (its digits section)")
+    p.add_argument("--plot", default=str(Path("bench") / "digits_p2.png"), help="PNG of the P2 curves")
+    p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("sweep-pairs", help="P1 with FIA fast at several prompt-pair counts K")
+    p.add_argument("--model", default=str(MODEL_DIR))
+    p.add_argument("--pairs", type=int, nargs="+", default=[2, 5, 10, 20])
+    p.add_argument("--n", type=int, default=20)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--report", default="")
+    p.set_defaults(func=_cmd_sweep_pairs)
 
     p = sub.add_parser("train", help="train the model from scratch (CPU, seeded)")
     p.add_argument("--steps", type=int, default=2000)
@@ -105,6 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--scale", type=int, default=4, help="nearest-neighbour enlargement of PNGs")
+    p.add_argument("--mask", default="", help="an FIA mask (or ScaPre edit) file to apply before sampling")
     _add_sampling_args(p, n=16)
     p.set_defaults(func=_cmd_generate)
 

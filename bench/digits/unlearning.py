@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fia_engine import find_target_layers, fuse, localize_concepts
-from fia_engine.diffusers_runner import CollectionSettings, collect_saliency
+from fia_engine import find_target_layers
+from fia_engine.diffusers_runner import CollectionSettings
 from fia_engine.diffusers_runner import load_components as load_engine_components
 from fia_engine.masks import FIAMask
 
@@ -142,33 +142,10 @@ class DigitsBench:
         start = time.perf_counter()
         return Row("original", [], self.accuracy(), 0.0, time.perf_counter() - start)
 
-    def fia_rows(
-        self, forget: list[int], settings: FiaSettings, modes=("fast", "exact"), union: bool = True
-    ) -> list[Row]:
-        """FIA rows for one forget set; the union row reuses the fast collection."""
-        concepts = [DIGIT_WORDS[d] for d in forget]
-        rows = []
-        for mode in modes:
-            start = time.perf_counter()
-            saliency = collect_saliency(self.engine, concepts, settings.collection(mode))
-            masks = localize_concepts(saliency, settings.r1, settings.r2)
-            collected = time.perf_counter() - start
-            variants = [("FIA " + mode, True)] + (
-                [("FIA union (no agnostic protection)", False)] if union and mode == "fast" else []
-            )
-            for name, protect in variants:
-                fuse_start = time.perf_counter()
-                mask = fuse(masks, settings.alpha, protect_agnostic=protect)
-                seconds = collected + time.perf_counter() - fuse_start  # time to make the mask
-                accuracy = self.accuracy(masked_unet(self.engine.unet, mask))
-                rows.append(Row(name, list(forget), accuracy, mask.pruned_fraction, seconds))
-                logger.info("%s forget %s: pruned %.4f %%", name, forget, 100 * mask.pruned_fraction)
-        return rows
-
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| method | forget | forget acc % | preserve acc % | overall | pruned % | unlearn s |",
+        "| method | forget | forget acc % | preserve acc % | overall | pruned/edited % | unlearn s |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:

@@ -1,0 +1,41 @@
+"""The digits benchmark's report plumbing: sections replaced in place, numbers from rows."""
+
+import numpy as np
+
+from bench.digits.benchmark import ProtocolResult, p1_targets, write_section
+from bench.digits.unlearning import Row, harmonic
+
+
+def _row(method, forget, per_digit):
+    return Row(method, forget, np.asarray([per_digit]), 0.01, 1.0)
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# R\n\n## 1. Speed\nkeep me\n\n## 3. Digits P1\nold\n\n## 5. Other\nme too\n")
+    write_section(results, "## 3. Digits P1\nnew numbers\n")
+    text = results.read_text()
+    assert "old" not in text and "new numbers" in text
+    assert text.index("keep me") < text.index("new numbers") < text.index("me too")
+
+
+def test_write_section_appends_a_missing_section(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# R\n\n## 1. Speed\nkeep me\n")
+    write_section(results, "## 4. Digits: how many prompt pairs FIA needs (issue 4)\ntable\n")
+    assert results.read_text().endswith("table\n") and "keep me" in results.read_text()
+
+
+def test_rows_compute_forget_preserve_and_overall():
+    row = _row("FIA fast", [0, 1], [0.0, 0.2, 1, 1, 1, 1, 0.5, 1, 1, 1])
+    assert row.forget_acc() == [0.1]
+    assert abs(row.preserve_acc()[0] - 7.5 / 8) < 1e-12
+    assert abs(row.overall()[0] - harmonic(7.5 / 8, 0.9)) < 1e-12
+
+
+def test_p1_targets_report_met_and_missed():
+    original = _row("original", [0, 1, 2, 3, 4], [1.0] * 10)
+    good = _row("FIA fast", [0, 1, 2, 3, 4], [0.0] * 5 + [0.95] * 5)
+    bad = _row("FIA exact", [0, 1, 2, 3, 4], [0.5] * 5 + [0.95] * 5)
+    lines = p1_targets(ProtocolResult("P1", original, [original, good, bad], 1, (0,)))
+    assert lines[0].endswith(": met") and lines[1].endswith(": MISSED")
