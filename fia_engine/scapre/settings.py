@@ -20,13 +20,13 @@ class ScaPreSettings:
     mode: str = "scapre"  # "scapre" or "uce" (the closed form alone)
     preserve_weight: float = 1.0  # lam: a preserve token counts as much as a concept token
     ridge: float = 0.1  # gamma: pull toward the original weights in every direction (UCE's lambda)
-    row_mask: bool = True
+    row_mask: bool = False  # off by default: as we read it, it stops the erasure (docs/scapre.md, measured)
     mask_power: float = 2.0  # p in sigmoid(z)^p
     spectral: bool = True
-    spectral_rho: float = 1.0  # cap of a concept direction's weight, in units of the median sigma^2
+    spectral_rho: float = 100.0  # cap of a concept direction's weight, in units of the median sigma^2
     bures: bool = True
     bures_eta: float = 0.1  # proximal weight: the edited row moves 1 / (1 + eta) of the way
-    entropy_blend: bool = True
+    entropy_blend: bool = False  # needs the row mask's distribution; off with it
     blend_strength: float = 0.5  # beta = 1 - blend_strength * normalised entropy of the row mask
     output_reg: float = 0.0  # mu of the output-space regulariser; > 0 solves a Sylvester equation
     rank_tol: float = 1e-6  # singular values below rank_tol * largest are dropped when storing
