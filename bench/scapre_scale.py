@@ -16,12 +16,16 @@ bytes against the dense bytes of the same layers.
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+from bench.report import write_section
 from fia_engine.scapre import ScaPreSettings, compute_edit, find_cross_attention_projections
 
 logger = logging.getLogger("bench.scapre_scale")
@@ -72,6 +76,9 @@ def random_token_rows(concepts: int, preserve: int, seed: int = 0) -> dict[str, 
     return {"concepts": concept_rows, "anchors": empty, "preserve": prompts(preserve), "empty": empty}
 
 
+REPORT_HEADING = "## 7. ScaPre at Stable Diffusion 1.5 scale (issue 5)"
+
+
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="CPU threads; 1 avoids OpenMP spinning when other jobs share the cores",
     )
+    parser.add_argument("--report", default="", help="RESULTS.md whose ScaPre-scale section to replace")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -126,27 +134,35 @@ def main(argv: list[str] | None = None) -> int:
         modes["scapre+sylvester"] = ScaPreSettings(output_reg=1.0)
 
     threads = torch.get_num_threads() if args.device == "cpu" else "-"
-    print(
+    lines: list[str] = []  # the report: printed, and written to RESULTS.md with --report
+    out = lines.append
+    out(
         f"UNet: SD 1.5 architecture (diffusers UNet2DConditionModel, {SD15_UNET['block_out_channels']}), RANDOM weights"
     )
-    print(f"token rows: RANDOM embeddings shaped like CLIP-L's ({CLIP_WIDTH} wide, norm ~28), no text encoder")
-    print(f"device {args.device}, torch {torch.__version__}, CPU threads {threads}")
-    print(
-        f"model build {build_s:.1f} s (not timed below), discovery {discovery_s * 1000:.1f} ms: {len(targets)} layers"
-    )
-    print()
+    out(f"token rows: RANDOM embeddings shaped like CLIP-L's ({CLIP_WIDTH} wide, norm ~28), no text encoder")
+    out(f"device {args.device}, torch {torch.__version__}, CPU threads {threads}")
+    out(f"model build {build_s:.1f} s (not timed below), discovery {discovery_s * 1000:.1f} ms: {len(targets)} layers")
+    out("")
     header = f"{'mode':<17} {'concepts':>8} {'rows':>5} {'layers':>6} {'seconds':>9} {'stored bytes':>13} {'dense bytes':>12} {'ratio':>6}"
-    print(header)
-    print("-" * len(header))
+    out(header)
+    out("-" * len(header))
     for count in args.concepts:
         rows = random_token_rows(count, args.preserve)
         for mode, settings in modes.items():
             seconds, edit = time_edit(weights, rows, settings, args.repeats, args.device)
-            print(
+            out(
                 f"{mode:<17} {count:>8} {len(rows['concepts']):>5} {len(edit.layers):>6} {seconds:>9.3f} "
                 f"{edit.stored_bytes:>13,} {edit.dense_bytes:>12,} {edit.stored_bytes / edit.dense_bytes:>6.3f}"
             )
-    print(f"\nseconds: median of {args.repeats} compute_edit runs after one warm-up (all layers, all ScaPre steps)")
+    out(f"\nseconds: median of {args.repeats} compute_edit runs after one warm-up (all layers, all ScaPre steps)")
+    text = "\n".join(lines)
+    sys.stdout.write(text + "\n")
+    if args.report:
+        command = "python -m bench.scapre_scale " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_section(
+            Path(args.report),
+            f"{REPORT_HEADING}\n\nCommand: `{command}` ({datetime.date.today().isoformat()})\n\n```\n{text}\n```\n",
+        )
     return 0
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import datetime
 import logging
 import platform
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 import torch
 
+from ..report import write_section  # noqa: F401  (re-exported for the CLI)
 from .methods import MethodGroup
 from .unlearning import DigitsBench, Row, mean_std, relative_preserve, table
 
@@ -175,15 +175,3 @@ def pairs_report(command: str, sweep: dict[int, ProtocolResult]) -> str:
             f"| {100 * row.pruned_fraction:.3f} | {row.seconds:.1f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_section(results_md: Path, section: str) -> None:
-    """Replace (or append) the section that starts with ``section``'s heading line, leaving the others."""
-    heading = section.splitlines()[0]
-    text = results_md.read_text() if results_md.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(heading) + r".*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    results_md.write_text(text.rstrip("\n") + "\n")
