@@ -10,6 +10,8 @@ from .localizer_node import FIANeuronLocalizer
 from .mask_files import FIALoadMask, FIASaveMask, register_folder
 from .report_node import FIAMaskReport
 from .saliency_node import FIAConceptSaliencyCollector
+from .scapre_files import FIALoadScaPreEdit, FIASaveScaPreEdit
+from .scapre_node import FIAApplyScaPreEdit, FIAScaPreErase
 
 NODES: list[type[io.ComfyNode]] = [
     FIAConceptSaliencyCollector,
@@ -19,6 +21,10 @@ NODES: list[type[io.ComfyNode]] = [
     FIASaveMask,
     FIALoadMask,
     FIAMaskReport,
+    FIAScaPreErase,
+    FIAApplyScaPreEdit,
+    FIASaveScaPreEdit,
+    FIALoadScaPreEdit,
 ]
 
 

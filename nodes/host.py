@@ -10,6 +10,11 @@ UNet's nn.Modules, which every clone shares; they are removed in `finally`.
 Masking: a `SparsePrunePatch` weight adapter holds only the pruned indices and zeroes them
 in ComfyUI's own working copy of the weight, so a patched model costs memory in proportion
 to what is pruned, not to the layer size. The input MODEL is never modified.
+
+ScaPre: the prompts are tokenized and encoded by the CLIP exactly as CLIPTextEncode does
+(the context the UNet's cross-attention sees), the to_k / to_v weights are read as this
+MODEL computes with them, and the edit goes onto a clone as `LowRankDeltaPatch` adapters
+that hold only the low-rank factors (or the dense delta where that is smaller).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import comfy.lora
 import comfy.model_management
 import comfy.patcher_extension
 import comfy.sample
@@ -24,12 +30,25 @@ import comfy.samplers
 import torch
 from comfy.weight_adapter.base import WeightAdapterBase
 
-from ..fia_engine import InvalidInputError, SaliencyCollector, find_target_layers
+from ..fia_engine import InvalidInputError, SaliencyCollector, UnsupportedArchitectureError, find_target_layers
 from ..fia_engine.diffusers_runner import CollectionSettings, initial_noise
 from ..fia_engine.layers import UNetTargets
 from ..fia_engine.masks import FIAMask, check_strength, prune_in_place_
 from ..fia_engine.prompts import PromptPlan
 from ..fia_engine.saliency import ConceptSaliency
+from ..fia_engine.scapre import (
+    CrossAttentionTargets,
+    LayerDelta,
+    ScaPreEdit,
+    ScaPreSettings,
+    check_scale,
+    compute_edit,
+    find_cross_attention_projections,
+    rows_at_positions,
+    select_token_rows,
+)
+from ..fia_engine.scapre.layers import weight_mean_abs
+from ..fia_engine.scapre.runner import check_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -232,3 +251,242 @@ def apply_mask(model, mask: FIAMask, strength: float):
     if len(applied) != len(patches):
         raise InvalidInputError(f"only {len(applied)} of {len(patches)} FIA patches matched this model's keys")
     return patched
+
+
+# -- ScaPre ---------------------------------------------------------------------------------------
+
+
+def scapre_targets(model) -> CrossAttentionTargets:
+    """Every attn2 to_k / to_v of a ComfyUI MODEL; a clear error for anything that is not an SD UNet."""
+    unet = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if unet is None:
+        raise InvalidInputError(f"expected a ComfyUI MODEL (ModelPatcher), got {type(model).__name__}")
+    return find_cross_attention_projections(unet)
+
+
+def _weight_key(module_path: str) -> str:
+    return PREFIX + module_path + ".weight"
+
+
+def model_weights(model, targets: CrossAttentionTargets) -> dict[str, torch.Tensor]:
+    """canonical name -> the to_k / to_v weight this MODEL computes with (read, never written).
+
+    What is read, per key, from `get_key_patches`: the checkpoint's own tensor (the
+    ModelPatcher's backup while another clone's patches sit in the shared module, so never
+    another clone's edit), passed through the layer's convert function (quantised formats).
+    Where this MODEL itself carries patches on the key (a LoRA, an earlier FIA or ScaPre node),
+    they are applied to a float32 copy with `comfy.lora.calculate_weight`, exactly as ComfyUI
+    does when it loads the model: the edit is solved for the weights the sampler will use and
+    is then stacked on top of those patches. Unpatched tensors are returned as they are.
+    """
+    key_patches = model.get_key_patches(filter_prefix=PREFIX)
+    weights = {}
+    for target in targets:
+        key = _weight_key(target.module_path)
+        if key not in key_patches:
+            raise UnsupportedArchitectureError(f"the model has no weight {key!r} although its UNet has that layer")
+        (weight, convert), *patches = key_patches[key]
+        if patches:
+            weight = convert(weight.detach().to(torch.float32, copy=True), inplace=True)
+            weight = comfy.lora.calculate_weight(patches, weight, key)
+        else:
+            weight = convert(weight.detach(), inplace=False)
+        weights[target.canonical] = weight
+    return weights
+
+
+def prompt_length(tokens: dict, text: str = "") -> int:
+    """Real tokens of one tokenized prompt (start and end token included), from ComfyUI's word ids.
+
+    ``tokens`` is ``clip.tokenize(text, return_word_ids=True)``: per text encoder ("l", "h",
+    "g", ...) a list of 77-token chunks of ``(token, weight, word_id)``; word id 0 marks the
+    start, end and padding tokens. The prompt ends with the end token after its last word.
+    SDXL's two encoders must agree (they share CLIP's vocabulary).
+    """
+    lengths = {}
+    for encoder, chunks in tokens.items():
+        if len(chunks) != 1:
+            raise InvalidInputError(
+                f"the prompt {text[:40]!r}... fills {len(chunks)} chunks of {len(chunks[0])} tokens; ScaPre edits "
+                "the token positions of one chunk: shorten it to at most 75 tokens"
+            )
+        word_ids = [entry[2] for entry in chunks[0]]
+        if not word_ids or word_ids[0] != 0:
+            raise UnsupportedArchitectureError(
+                f"text encoder {encoder!r} puts no start token before the prompt; ScaPre needs CLIP-style "
+                "prompts (start token, words, end token)"
+            )
+        words = [i for i, word in enumerate(word_ids) if word > 0]
+        length = words[-1] + 2 if words else 2
+        if length > len(word_ids):
+            raise InvalidInputError(f"the prompt {text[:40]!r} has no room for its end token; shorten it")
+        lengths[encoder] = length
+    if not lengths:
+        raise UnsupportedArchitectureError("the CLIP's tokenizer returned no tokens")
+    if len(set(lengths.values())) != 1:
+        raise UnsupportedArchitectureError(
+            f"the text encoders tokenize the prompt to different lengths {lengths}; ScaPre needs one length"
+        )
+    return lengths.popitem()[1]
+
+
+def encode_prompt(clip, text: str) -> tuple[torch.Tensor, int]:
+    """(tokens, width) conditioning of one prompt, as CLIPTextEncode gives it to the UNet, and its length."""
+    if clip is None:
+        raise InvalidInputError("no CLIP given: connect the text encoder that belongs to the model")
+    length = prompt_length(clip.tokenize(text, return_word_ids=True), text)
+    cond = clip.encode_from_tokens(clip.tokenize(text))
+    if cond.dim() != 3 or cond.shape[0] != 1:
+        raise UnsupportedArchitectureError(
+            f"the CLIP encodes one prompt to shape {tuple(cond.shape)}, not (1, tokens, width)"
+        )
+    if length > cond.shape[1]:
+        raise UnsupportedArchitectureError(f"the CLIP gives {cond.shape[1]} token rows for a prompt of {length} tokens")
+    return cond[0].to(torch.float32), length
+
+
+def _encode_many(clip, texts, tick: Callable[[], None]) -> tuple[torch.Tensor, list[int]]:
+    """Every prompt's conditioning stacked (prompts, tokens, width) and the prompts' lengths."""
+    conds, lengths = [], []
+    for text in texts:
+        cond, length = encode_prompt(clip, text)
+        conds.append(cond)
+        lengths.append(length)
+        tick()
+    if len({c.shape for c in conds}) > 1:
+        raise InvalidInputError(f"the prompts encode to different shapes {sorted({tuple(c.shape) for c in conds})}")
+    return torch.stack(conds), lengths
+
+
+def scapre_edit(
+    model,
+    clip,
+    concepts,
+    anchor: str = "",
+    preserve=(),
+    settings: ScaPreSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScaPreEdit:
+    """ScaPre inside ComfyUI: the edit of the MODEL's cross-attention for the concepts (nothing is modified)."""
+    settings = (settings or ScaPreSettings()).validate()
+    concepts, anchor, preserve = check_prompts(concepts, anchor, preserve)
+    targets = scapre_targets(model)
+    total, done = len(concepts) + len(preserve) + 3, 0  # prompts, anchor, empty prompt, the solve
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    concept_conds, lengths = _encode_many(clip, concepts, tick)
+    width = concept_conds.shape[-1]
+    if width != targets.context_dim:
+        raise InvalidInputError(
+            f"the CLIP gives {width}-wide token embeddings but the model's cross-attention takes "
+            f"{targets.context_dim} ({targets.family}): connect the CLIP that belongs to this model"
+        )
+    anchor_cond, _ = encode_prompt(clip, anchor)
+    tick()
+    empty_cond, _ = encode_prompt(clip, "")
+    tick()
+    preserve_rows = None
+    if preserve:
+        preserve_conds, preserve_lengths = _encode_many(clip, preserve, tick)
+        preserve_rows = select_token_rows(preserve_conds, preserve_lengths)
+    metadata = {
+        "concepts": list(concepts),
+        "anchor": anchor,
+        "preserve": list(preserve),
+        "family": targets.family,
+        "source": "comfyui",
+        "token_lengths": dict(zip(concepts, lengths, strict=True)),
+    }
+    edit = compute_edit(
+        model_weights(model, targets),
+        select_token_rows(concept_conds, lengths),
+        rows_at_positions(anchor_cond, lengths),
+        preserve_rows,
+        settings,
+        empty_tokens=rows_at_positions(empty_cond, lengths),
+        metadata=metadata,
+    )
+    tick()
+    return edit
+
+
+class LowRankDeltaPatch(WeightAdapterBase):
+    """A ComfyUI weight patch adding strength * (up @ down), or strength * dense, to one weight.
+
+    It holds only the ScaPre factors; the dense delta exists only inside ComfyUI's working copy
+    of the weight while the model is loaded (the same place a LoRA's product goes).
+    """
+
+    name = "fia_scapre"
+
+    def __init__(self, delta: LayerDelta):
+        self.loaded_keys = set()
+        self.weights = [t.detach().to(torch.float32) for t in delta.tensors()]
+        self.shape = delta.shape
+
+    def calculate_weight(
+        self,
+        weight,
+        key,
+        strength,
+        strength_model,
+        offset,
+        function,
+        intermediate_dtype=torch.float32,
+        original_weight=None,
+    ):
+        if tuple(weight.shape) != tuple(self.shape):
+            logger.error(
+                "ScaPre patch for %s has shape %s, the weight is %s: not applied", key, self.shape, weight.shape
+            )
+            return weight
+        parts = [comfy.model_management.cast_to_device(t, weight.device, intermediate_dtype) for t in self.weights]
+        delta = parts[0] if len(parts) == 1 else parts[0] @ parts[1]
+        weight += function((strength * delta).type(weight.dtype))
+        return weight
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.weights)
+
+
+def _patched_clone(model, edit: ScaPreEdit, scale: float, targets: CrossAttentionTargets):
+    patched = model.clone()
+    if scale == 0:
+        return patched
+    patches = {
+        _weight_key(target.module_path): LowRankDeltaPatch(edit.layers[target.canonical])
+        for target in targets
+        if target.canonical in edit.layers
+    }
+    applied = patched.add_patches(patches, scale)
+    if len(applied) != len(patches):
+        raise InvalidInputError(f"only {len(applied)} of {len(patches)} ScaPre patches matched this model's keys")
+    return patched
+
+
+def erase_with_scapre(model, clip, concepts, anchor, preserve, settings, scale: float, progress=None):
+    """(clone of MODEL with the edit at ``scale``, the edit); the input MODEL is untouched."""
+    scale = check_scale(scale)
+    targets = scapre_targets(model)
+    edit = scapre_edit(model, clip, concepts, anchor, preserve, settings, progress)
+    return _patched_clone(model, edit, scale, targets), edit
+
+
+def apply_scapre_edit(model, edit: ScaPreEdit, scale: float):
+    """A clone of MODEL with W + scale * delta on every projection of the edit; the input MODEL is untouched.
+
+    An edit for another architecture is refused; for another checkpoint of the same one (or the
+    same checkpoint under other patches) it applies with a warning.
+    """
+    scale = check_scale(scale)
+    targets = scapre_targets(model)
+    signature = {name: weight_mean_abs(weight) for name, weight in model_weights(model, targets).items()}
+    edit.check_compatible(targets.shapes, signature, targets.family)
+    return _patched_clone(model, edit, scale, targets)

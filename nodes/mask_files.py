@@ -1,4 +1,8 @@
-"""FIASaveMask / FIALoadMask: masks as safetensors files in ComfyUI's `models/fia_masks` folder."""
+"""FIASaveMask / FIALoadMask: masks as safetensors files in ComfyUI's `models/fia_masks` folder.
+
+ScaPre edits (nodes/scapre_files.py) live in the same folder; each load node lists only the
+files of its own kind, told apart by the ``format`` entry of the safetensors metadata.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,16 @@ import re
 import folder_paths
 from comfy_api.latest import io
 
-from ..fia_engine.errors import InvalidInputError
+from ..fia_engine.errors import FIAError, InvalidInputError
+from ..fia_engine.masks import FORMAT as MASK_FORMAT
 from ..fia_engine.masks import FIAMask
+from ..fia_engine.scapre.edit import file_format
 from .summary import mask_summary, ui
 from .types import Mask
 
 FOLDER = "fia_masks"
 EXTENSIONS = {".safetensors"}
+_FORMATS: dict[tuple[str, int, int], str | None] = {}  # (path, mtime, size) -> format: headers are read once
 
 
 def register_folder() -> None:
@@ -23,11 +30,32 @@ def register_folder() -> None:
         folder_paths.folder_names_and_paths[FOLDER] = ([os.path.join(folder_paths.models_dir, FOLDER)], EXTENSIONS)
 
 
-def _target_path(name: str, overwrite: bool) -> str:
+def files_of_format(format_name: str) -> list[str]:
+    """The files in models/fia_masks whose safetensors metadata says ``format = format_name``."""
+    names = []
+    for name in folder_paths.get_filename_list(FOLDER):
+        path = folder_paths.get_full_path(FOLDER, name)
+        try:
+            stat = os.stat(path)
+        except (OSError, TypeError):
+            continue
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in _FORMATS:
+            try:
+                _FORMATS[key] = file_format(path)
+            except FIAError:
+                _FORMATS[key] = None  # not readable as safetensors: offered by no load node
+        if _FORMATS[key] == format_name:
+            names.append(name)
+    return names
+
+
+def target_path(name: str, overwrite: bool, what: str = "mask") -> str:
+    """Where to save ``name`` in models/fia_masks; a numbered name instead of overwriting unless asked."""
     stem = re.sub(r"\.safetensors$", "", name.strip())
     if not stem or not re.fullmatch(r"[\w\- .]+(/[\w\- .]+)*", stem) or ".." in stem:
         raise InvalidInputError(
-            f"mask name {name!r}: use letters, digits, '-', '_', '.', spaces and '/' for subfolders"
+            f"{what} name {name!r}: use letters, digits, '-', '_', '.', spaces and '/' for subfolders"
         )
     folder = folder_paths.get_folder_paths(FOLDER)[0]
     path = os.path.join(folder, stem + ".safetensors")
@@ -63,7 +91,7 @@ class FIASaveMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, mask: FIAMask, name: str, overwrite: bool) -> io.NodeOutput:
-        path = mask.save(_target_path(name, overwrite))
+        path = mask.save(target_path(name, overwrite))
         summary = mask_summary(mask)
         summary["saved_as"] = os.path.relpath(path, folder_paths.get_folder_paths(FOLDER)[0])
         return io.NodeOutput(ui=ui(summary))
@@ -80,8 +108,8 @@ class FIALoadMask(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "mask_name",
-                    options=folder_paths.get_filename_list(FOLDER),
-                    tooltip="A mask file in models/fia_masks.",
+                    options=files_of_format(MASK_FORMAT),
+                    tooltip="A mask file in models/fia_masks (ScaPre edits there are listed by FIA Load ScaPre Edit).",
                 ),
             ],
             outputs=[Mask.Output(tooltip="The loaded mask.")],

@@ -2,7 +2,8 @@
 //
 // The Python nodes send `{"fia_summary": [payload]}` as their UI data (nodes/summary.py).
 // The payload is drawn by a canvas widget appended to the node: a few lines of text and,
-// for nodes that produce a mask, one bar per layer with the fraction of weights pruned.
+// for nodes that produce a mask, one bar per layer with the fraction of weights pruned
+// (for ScaPre edits: the relative change of each to_k / to_v, named by `layer_metric`).
 // The widget is not serialised and is not an input, so saved workflows and queued
 // prompts are unchanged. The last payload is kept on `node.fiaSummary` (read by tests).
 
@@ -16,6 +17,10 @@ const FIA_NODES = new Set([
     "FIASaveMask",
     "FIALoadMask",
     "FIAMaskReport",
+    "FIAScaPreErase",
+    "FIAApplyScaPreEdit",
+    "FIASaveScaPreEdit",
+    "FIALoadScaPreEdit",
 ]);
 
 const WIDGET_NAME = "fia_summary";
@@ -46,6 +51,13 @@ function count(value) {
     return Number(value ?? 0).toLocaleString("en-US");
 }
 
+function bytes(value) {
+    const v = Number(value ?? 0);
+    if (v >= 1e6) return `${(v / 1e6).toFixed(1)} MB`;
+    if (v >= 1e3) return `${(v / 1e3).toFixed(1)} kB`;
+    return `${v} B`;
+}
+
 /** Text lines for a payload: [text, colour] pairs, widest first (they get cut to width). */
 function summaryLines(s) {
     const lines = [];
@@ -57,6 +69,15 @@ function summaryLines(s) {
     } else if (s.selected_percent !== undefined) {
         const r2 = typeof s.r2 === "number" ? ` (r2 ${s.r2})` : ""; // a mapping when r2 differs per concept
         lines.push([`Selected per concept${r2}:`, COLOURS.text]);
+    } else if (s.method === "ScaPre") {
+        const anchor = s.anchor ? `"${s.anchor}"` : "the empty prompt";
+        const preserve = Array.isArray(s.preserve) && s.preserve.length ? `  ·  ${s.preserve.length} preserved` : "";
+        lines.push([`Mapped onto ${anchor}${preserve}`, COLOURS.text]);
+        const scale = s.scale !== undefined ? `  ·  scale ${s.scale}` : "";
+        const rows = `${percent(s.edited_rows_percent)} of rows edited`;
+        lines.push([`${s.layer_count} projections  ·  ${rows}${scale}`, COLOURS.text]);
+        const share = percent(s.dense_bytes ? (100 * s.stored_bytes) / s.dense_bytes : null);
+        lines.push([`Stored ${bytes(s.stored_bytes)} (${share} of a dense ${bytes(s.dense_bytes)})`, COLOURS.text]);
     } else if (s.rows !== undefined) {
         lines.push([`${count(s.rows)} prompt rows  ·  ${s.steps} saliency steps observed`, COLOURS.text]);
     }
@@ -142,11 +163,12 @@ function drawSummary(ctx, s, width, top) {
         });
         ctx.strokeStyle = COLOURS.frame;
         ctx.strokeRect(MARGIN, chartTop, inner, CHART);
+        const metric = s.layer_metric ? ` ${s.layer_metric}` : "";
         const peak = layers.reduce((best, l) => ((Number(l[1]) || 0) > (Number(best[1]) || 0) ? l : best), layers[0]);
         ctx.fillStyle = COLOURS.dim;
         ctx.font = "10px sans-serif";
         ctx.fillText(
-            fitText(ctx, `${layers.length} layers · max ${percent(peak[1])} in ${peak[0]}`, inner),
+            fitText(ctx, `${layers.length} layers · max ${percent(peak[1])}${metric} in ${peak[0]}`, inner),
             MARGIN,
             chartTop + CHART + AXIS / 2 + 1,
         );

@@ -39,6 +39,10 @@ FIA_NODES = [
     "FIASaveMask",
     "FIALoadMask",
     "FIAMaskReport",
+    "FIAScaPreErase",
+    "FIAApplyScaPreEdit",
+    "FIASaveScaPreEdit",
+    "FIALoadScaPreEdit",
 ]
 SERVER_START_S = 240
 RUN_S = 480

@@ -8,6 +8,7 @@ Fixtures:
                  workflow_to_prompt, add_model_folder, node_class
   fia_pack       the node ids this repository's pack registered (loads the repo root)
   sd15_ckpt      file name of a random SD 1.5 checkpoint, registered under "checkpoints"
+  sd15           (model, clip, vae) of that checkpoint, loaded once per test module
   random_ckpt    factory: random_ckpt("sd2-v" | "sd2-eps" | "sdxl" | "sd15") -> file name
 """
 
@@ -65,3 +66,14 @@ def random_ckpt(comfy):
 @pytest.fixture(scope="session")
 def sd15_ckpt(random_ckpt) -> str:
     return random_ckpt("sd15")
+
+
+@pytest.fixture(scope="module")
+def sd15(comfy, sd15_ckpt):
+    """(model, clip, vae) of the random SD 1.5 checkpoint, loaded once per test module."""
+    import folder_paths
+    from comfy import sd as comfy_sd  # keeps the `comfy` fixture name unshadowed
+
+    path = folder_paths.get_full_path_or_raise("checkpoints", sd15_ckpt)
+    model, clip, vae, _ = comfy_sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)
+    return model, clip, vae

@@ -14,11 +14,15 @@ from comfy_host import PromptExecutionError, PromptValidationError
 NODE_IDS = [
     "FIAAgnosticFusion",
     "FIAApplyMask",
+    "FIAApplyScaPreEdit",
     "FIAConceptSaliencyCollector",
     "FIALoadMask",
+    "FIALoadScaPreEdit",
     "FIAMaskReport",
     "FIANeuronLocalizer",
     "FIASaveMask",
+    "FIASaveScaPreEdit",
+    "FIAScaPreErase",
 ]
 TINY = {"pairs": 2, "steps": 10, "saliency_steps": 2, "resolution": 64}
 
@@ -92,17 +96,6 @@ def pack_module(comfy, name: str = "nodes.host"):
     """
     package = comfy.node_class("FIAApplyMask").__module__.rsplit(".nodes", 1)[0]
     return importlib.import_module(f"{package}.{name}")
-
-
-@pytest.fixture(scope="module")
-def sd15(comfy, sd15_ckpt):
-    """(model, clip, vae) of the random SD 1.5 checkpoint, loaded once."""
-    import folder_paths
-    from comfy import sd as comfy_sd  # keeps the `comfy` fixture name unshadowed
-
-    path = folder_paths.get_full_path_or_raise("checkpoints", sd15_ckpt)
-    model, clip, vae, _ = comfy_sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)
-    return model, clip, vae
 
 
 def sample(model, clip, seed: int = 3):

@@ -3,7 +3,8 @@
 Each workflow is converted to an API prompt the way the frontend does, shrunk to tiny
 settings by widget name (64 px, 2 prompt pairs, 2 saliency steps, 2 sampler steps) and
 executed against a random SD 1.5 checkpoint. The load-mask workflow runs after the save
-workflow has written its mask into a temporary ``fia_masks`` folder.
+workflow has written its mask into a temporary ``fia_masks`` folder; the ScaPre workflow
+saves its edit there too.
 """
 
 from __future__ import annotations
@@ -19,23 +20,26 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
 SAVE = "fia_save_mask.json"
 LOAD = "fia_apply_saved_mask.json"
+SCAPRE = "fia_scapre_erase.json"
+IMAGENETTE = [
+    "tench",
+    "English springer",
+    "cassette player",
+    "chain saw",
+    "church",
+    "French horn",
+    "garbage truck",
+    "gas pump",
+    "golf ball",
+    "parachute",
+]
 EXPECTED_CONCEPTS = {
-    "fia_imagenette_10_objects.json": [
-        "tench",
-        "English springer",
-        "cassette player",
-        "chain saw",
-        "church",
-        "French horn",
-        "garbage truck",
-        "gas pump",
-        "golf ball",
-        "parachute",
-    ],
+    "fia_imagenette_10_objects.json": IMAGENETTE,
     "fia_five_artist_styles.json": ["Van Gogh", "Picasso", "Rembrandt", "Andy Warhol", "Caravaggio"],
     "fia_explicit_content.json": ["nude", "naked"],
     SAVE: ["Van Gogh"],
     LOAD: ["Van Gogh"],
+    SCAPRE: IMAGENETTE,
 }
 MASK_KEYS = {"concepts", "pruned", "total", "pruned_percent", "agnostic_kept", "alpha", "mode", "family", "layers"}
 
@@ -73,7 +77,7 @@ def masks_dir(comfy, fia_pack, tmp_path_factory) -> Path:
     return folder
 
 
-def test_the_five_workflows_are_there():
+def test_the_six_workflows_are_there():
     assert [p.name for p in WORKFLOWS] == sorted(EXPECTED_CONCEPTS)
 
 
@@ -92,7 +96,10 @@ def test_no_missing_nodes_and_every_widget_present(comfy, fia_pack, path):
     )
     assert missing == [], f"{path.name} uses node types ComfyUI does not know: {missing}"
     used = {n["type"] for n in workflow["nodes"]}
-    assert {"FIAApplyMask", "FIAMaskReport"} <= used or path.name == SAVE
+    if path.name == SCAPRE:
+        assert {"FIAScaPreErase", "FIASaveScaPreEdit", "ImageStitch"} <= used
+    else:
+        assert {"FIAApplyMask", "FIAMaskReport"} <= used or path.name == SAVE
     for node in workflow["nodes"]:
         if node["type"] in FRONTEND_ONLY:
             continue
@@ -187,9 +194,7 @@ def test_saved_mask_is_found_by_the_load_workflow(comfy, fia_pack, sd15_ckpt, ma
     check_mask_summaries(result, save_prompt, ["Van Gogh"])
 
     # The combo of Load Mask is read again from the folder: the new file is offered.
-    entry = comfy.node_class("FIALoadMask").INPUT_TYPES()["required"]["mask_name"]
-    options = entry[0] if isinstance(entry[0], list) else entry[1]["options"]  # V1 list or V3 "COMBO"
-    assert "van_gogh_test.safetensors" in options
+    assert "van_gogh_test.safetensors" in combo_options(comfy, "FIALoadMask", "mask_name")
 
     load_prompt = tiny(
         comfy.workflow_to_prompt(load(LOAD)), sd15_ckpt, FIALoadMask={"mask_name": "van_gogh_test.safetensors"}
@@ -197,3 +202,41 @@ def test_saved_mask_is_found_by_the_load_workflow(comfy, fia_pack, sd15_ckpt, ma
     result = comfy.run_prompt(load_prompt)
     check_mask_summaries(result, load_prompt, ["Van Gogh"])
     check_before_after(result, load_prompt)
+
+
+def test_scapre_workflow_uses_the_node_defaults(comfy, fia_pack):
+    """The example shows ScaPre as published: every widget but the concept list at the node's default."""
+    (node,) = [n for n in load(SCAPRE)["nodes"] if n["type"] == "FIAScaPreErase"]
+    spec = comfy.node_class("FIAScaPreErase").INPUT_TYPES()
+    names = [name for name, _ in widget_names(comfy.node_class("FIAScaPreErase"))]
+    defaults = {name: entry[1].get("default") for section in spec.values() for name, entry in section.items()}
+    values = dict(zip(names, node["widgets_values"], strict=True))
+    assert values.pop("concepts").splitlines() == IMAGENETTE
+    assert values == {name: defaults[name] for name in values}
+
+
+def test_scapre_workflow_runs_and_saves_its_edit(comfy, fia_pack, sd15_ckpt, masks_dir):
+    prompt = tiny(
+        comfy.workflow_to_prompt(load(SCAPRE)), sd15_ckpt, FIASaveScaPreEdit={"name": "imagenette_scapre_test"}
+    )
+    result = comfy.run_prompt(prompt)
+
+    (erase,) = nodes_of(prompt, "FIAScaPreErase")
+    (summary,) = result.ui[erase]["fia_summary"]
+    assert summary["method"] == "ScaPre" and summary["concepts"] == IMAGENETTE and summary["anchor"] == ""
+    assert summary["family"] == "SD1.x" and summary["layer_count"] == len(summary["layers"]) == 32
+    assert summary["mode"] == "scapre" and summary["scale"] == 1.0
+    assert 0 < summary["stored_bytes"] < summary["dense_bytes"] / 4
+    assert all(change > 0 for _, change in summary["layers"])
+    (saver,) = nodes_of(prompt, "FIASaveScaPreEdit")
+    assert result.ui[saver]["fia_summary"][0]["saved_as"] == "imagenette_scapre_test.safetensors"
+    assert (masks_dir / "imagenette_scapre_test.safetensors").is_file()
+    # Load ScaPre Edit offers the new file; Load Mask, which reads FIA masks only, does not.
+    assert "imagenette_scapre_test.safetensors" in combo_options(comfy, "FIALoadScaPreEdit", "edit_name")
+    assert "imagenette_scapre_test.safetensors" not in combo_options(comfy, "FIALoadMask", "mask_name")
+    check_before_after(result, prompt)
+
+
+def combo_options(comfy, node_id: str, name: str) -> list[str]:
+    entry = comfy.node_class(node_id).INPUT_TYPES()["required"][name]
+    return entry[0] if isinstance(entry[0], list) else entry[1]["options"]  # V1 list or V3 "COMBO"

@@ -46,6 +46,8 @@ SOCKETS_IN = {
     "FIASaveMask": [("mask", "FIA_MASK")],
     "FIALoadMask": [],
     "FIAMaskReport": [("mask", "FIA_MASK")],
+    "FIAScaPreErase": [("model", "MODEL"), ("clip", "CLIP")],
+    "FIASaveScaPreEdit": [("edit", "FIA_SCAPRE_EDIT")],
     "MarkdownNote": [],
 }
 SOCKETS_OUT = {
@@ -61,6 +63,7 @@ SOCKETS_OUT = {
     "FIAApplyMask": [("MODEL", "MODEL")],
     "FIALoadMask": [("FIA_MASK", "FIA_MASK")],
     "FIAMaskReport": [("IMAGE", "IMAGE")],
+    "FIAScaPreErase": [("MODEL", "MODEL"), ("FIA_SCAPRE_EDIT", "FIA_SCAPRE_EDIT")],
 }
 GROUP_COLOURS = {"model": "#3f789e", "find": "#8A8", "choose": "#b58b2a", "compare": "#88A", "save": "#a1309b"}
 
@@ -188,20 +191,36 @@ def report(g: Graph, mask_source: dict, x: float, y: float) -> None:
     g.link(chart, "IMAGE", preview, "images")
 
 
-def compare_columns(g: Graph, ckpt: dict, mask_source: dict, prompt: str, x0: float, prefix: str) -> None:
-    """Apply the mask, then the same seed and prompt on the original and the unlearned model."""
+APPLY_NOTE = (
+    "**Apply Mask** returns a *copy* of the model with the mask's weights pruned; the original "
+    "is untouched (bypass this node and it is back).\n\n"
+    "Both samplers use the same seed and prompt: the left image is the original model, the right "
+    "one the unlearned model. Try prompts with and without the forgotten concepts."
+)
+
+
+def compare_columns(
+    g: Graph,
+    ckpt: dict,
+    prompt: str,
+    x0: float,
+    prefix: str,
+    mask_source: dict | None = None,
+    after: tuple[dict, str] | None = None,
+    note: str = APPLY_NOTE,
+) -> None:
+    """The same seed and prompt on the original and the unlearned model, side by side.
+
+    With ``mask_source`` an Apply Mask node makes the unlearned model; otherwise ``after``
+    (node, output) is it, e.g. the MODEL output of ScaPre Erase.
+    """
     g.group("④ Before / after: same seed, same prompt", x0 - 20, -60, 1520, 1520, GROUP_COLOURS["compare"])
-    g.note(
-        (x0, -10),
-        (420, 170),
-        "**Apply Mask** returns a *copy* of the model with the mask's weights pruned; the original "
-        "is untouched (bypass this node and it is back).\n\n"
-        "Both samplers use the same seed and prompt: the left image is the original model, the right "
-        "one the unlearned model. Try prompts with and without the forgotten concepts.",
-    )
-    apply = g.node("FIAApplyMask", (x0, 200), (420, 100), [1.0])
-    g.link(ckpt, "MODEL", apply, "model")
-    g.link(mask_source, "FIA_MASK", apply, "mask")
+    g.note((x0, -10), (420, 170), note)
+    if mask_source is not None:
+        apply = g.node("FIAApplyMask", (x0, 200), (420, 100), [1.0])
+        g.link(ckpt, "MODEL", apply, "model")
+        g.link(mask_source, "FIA_MASK", apply, "mask")
+        after = (apply, "MODEL")
     positive = g.node("CLIPTextEncode", (x0, 480), (420, 160), [prompt], title="Prompt (both images)")
     negative = g.node(
         "CLIPTextEncode", (x0, 680), (420, 100), ["blurry, low quality, watermark"], title="Negative prompt"
@@ -213,7 +232,7 @@ def compare_columns(g: Graph, ckpt: dict, mask_source: dict, prompt: str, x0: fl
     x1 = x0 + 460
     samplers = []
     for i, (title, model, out) in enumerate(
-        (("Before: original model", ckpt, "MODEL"), ("After: unlearned model", apply, "MODEL"))
+        (("Before: original model", ckpt, "MODEL"), ("After: unlearned model", *after))
     ):
         sampler = g.node(
             "KSampler", (x1, 200 + i * 320), (320, 270), [42, "fixed", 25, 7.5, "euler", "normal", 1.0], title=title
@@ -253,7 +272,7 @@ def unlearning_workflow(name, title, concepts, kind, r2, alpha, prompt, find_not
     ckpt = model_column(g, INTRO.format(title=title, extra=extra))
     fusion = find_column(g, ckpt, concepts, kind, r2, alpha, find_note)
     report(g, fusion, 960, 1040)
-    compare_columns(g, ckpt, fusion, prompt, 1440, f"fia/{name}")
+    compare_columns(g, ckpt, prompt, 1440, f"fia/{name}", mask_source=fusion)
     return g.save()
 
 
@@ -312,6 +331,7 @@ def main() -> None:
         ),
         save_workflow(),
         apply_saved_workflow(),
+        scapre_workflow(),
     ]
     for path in written:
         sys.stdout.write(f"wrote {path.relative_to(OUT.parent)}\n")
@@ -371,7 +391,64 @@ def apply_saved_workflow() -> Path:
     load = g.node("FIALoadMask", (460, 200), (420, 80), ["van_gogh.safetensors"])
     report(g, load, 460, 480)
     compare_columns(
-        g, ckpt, load, "a starry night over a village, in the style of Van Gogh", 1440, "fia/apply_saved_mask"
+        g, ckpt, "a starry night over a village, in the style of Van Gogh", 1440, "fia/apply_saved_mask", load
+    )
+    return g.save()
+
+
+# FIAScaPreErase widgets after `concepts`: anchor, mode, scale, then the four ScaPre switches with
+# their values, then the optional preserve list. The engine's defaults (ScaPreSettings); the
+# workflow test checks that they still are.
+SCAPRE_DEFAULTS = ["", "scapre", 1.0, True, 2.0, True, 1.0, True, 0.1, True, 0.5, ""]
+
+
+def scapre_workflow() -> Path:
+    g = Graph("fia_scapre_erase")
+    ckpt = model_column(
+        g,
+        "# ScaPre: ten Imagenette objects at once\n\n"
+        "A closed-form edit of the UNet's cross-attention keys and values (to_k / to_v): each concept's "
+        "prompt is mapped onto the anchor's. No sampling run: the concepts are only encoded, so even "
+        "fifty concepts take seconds.\n\n"
+        "Read left to right: ① model → ② erase → ③ save (optional) → ④ compare.\n\n"
+        "Pick your SD 1.5 checkpoint in the loader, then **Queue**. For precise pruning of a few concepts "
+        "use the FIA workflows instead.",
+    )
+    g.group("② Erase the concepts (closed form, seconds)", 440, -60, 460, 1000, GROUP_COLOURS["find"])
+    g.note(
+        (460, -10),
+        (420, 170),
+        "**ScaPre Erase** encodes every concept (one per line) with the CLIP, solves the edit of all 32 "
+        "to_k / to_v layers at once and returns a *copy* of the model with it patched in (low-rank, a few MB).\n\n"
+        "**anchor** empty: a concept draws what the prompt draws without it. **scale** sets the strength; "
+        "the four switches are ScaPre's steps (mode **uce**: the closed form alone).",
+    )
+    erase = g.node("FIAScaPreErase", (460, 200), (420, 560), ["\n".join(IMAGENETTE), *SCAPRE_DEFAULTS])
+    g.link(ckpt, "MODEL", erase, "model")
+    g.link(ckpt, "CLIP", erase, "clip")
+
+    g.group("③ Save the edit (optional)", 440, 980, 460, 400, GROUP_COLOURS["save"])
+    g.note(
+        (460, 1030),
+        (420, 130),
+        "**Save ScaPre Edit** writes the edit to `models/fia_masks/imagenette_10_scapre.safetensors`. "
+        "Elsewhere: **Load ScaPre Edit** → **Apply ScaPre Edit** on the same model, no CLIP needed.",
+    )
+    save = g.node("FIASaveScaPreEdit", (460, 1220), (420, 110), ["imagenette_10_scapre", True])
+    g.link(erase, "FIA_SCAPRE_EDIT", save, "edit")
+
+    compare_columns(
+        g,
+        ckpt,
+        "a photo of a golf ball on the grass",
+        940,
+        "fia/scapre_erase",
+        after=(erase, "MODEL"),
+        note="**ScaPre Erase** returned a *copy* of the model; the original is untouched (bypass the node "
+        "and it is back).\n\n"
+        "Both samplers use the same seed and prompt: the left image is the original model, the right one "
+        "the edited model. Try prompts with and without the erased objects; change **scale** to make the "
+        "edit weaker or stronger (solving it again takes seconds).",
     )
     return g.save()
 
