@@ -14,16 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from ..errors import CorruptMaskError, InvalidInputError, MaskMismatchError
 from ..layers import shape_fingerprint, signatures_match
+from ..safetensors_files import read_checked, save_atomic
 from .delta import LayerDelta
 
 logger = logging.getLogger(__name__)
@@ -174,28 +173,12 @@ class ScaPreEdit:
             "stored_bytes": str(self.stored_bytes),
             "dense_bytes": str(self.dense_bytes),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=".scapre-", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        try:
-            save_file(tensors, tmp, metadata=header)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return save_atomic(tensors, header, path, prefix=".scapre-")
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> ScaPreEdit:
         path = Path(path)
-        if not path.is_file():
-            raise InvalidInputError(f"ScaPre edit file not found: {path}")
-        try:
-            tensors = load_file(str(path), device=str(device))
-            with safe_open(str(path), framework="pt") as handle:
-                header = handle.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CorruptMaskError(f"{path} is not a readable safetensors file ({error})") from None
+        tensors, header = read_checked(path, "ScaPre edit file", device)
         if header.get("format") != FORMAT:
             raise CorruptMaskError(
                 f"{path} is not a ScaPre edit (format={header.get('format')!r}, expected {FORMAT!r})"
