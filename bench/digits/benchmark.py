@@ -52,7 +52,6 @@ def run_protocol(
             for method, edit in group(bench, forget).items():
                 logger.info("%s forget %s: %s, judging", name, forget, method)
                 rows.append(Row(method, list(forget), bench.accuracy(edit.unet), edit.fraction, edit.seconds))
-                del edit
     return ProtocolResult(name, rows[0], rows, bench.n, bench.seeds)
 
 

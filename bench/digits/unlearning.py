@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import logging
 import statistics
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,10 +136,6 @@ class DigitsBench:
             predicted = self.judge.predict(images).reshape(10, self.n)
             table[row] = (predicted == np.arange(10)[:, None]).mean(axis=1)
         return table
-
-    def original(self) -> Row:
-        start = time.perf_counter()
-        return Row("original", [], self.accuracy(), 0.0, time.perf_counter() - start)
 
 
 def table(rows: list[Row]) -> str:
