@@ -148,7 +148,24 @@ def _add_sampling_args(p: argparse.ArgumentParser, n: int) -> None:
     p.add_argument("--cfg", type=float, default=DEFAULT_CFG)
 
 
+def _cmd_diagnose_fia(args: argparse.Namespace) -> None:
+    import sys
+
+    from .benchmark import write_section
+    from .diagnose import diagnose, diagnosis_report
+    from .unlearning import DigitsBench, FiaSettings
+
+    bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
+    settings = FiaSettings()
+    rows = diagnose(bench, settings, tuple(args.r2), tuple(args.contrasts))
+    section = diagnosis_report("python -m bench.digits " + " ".join(sys.argv[1:]), settings, bench, rows)
+    print(section)
+    if args.report:
+        write_section(Path(args.report), section)
+
+
 def _parser() -> argparse.ArgumentParser:
+    from .diagnose import CONTRASTS
     from .unlearning import FiaSettings
 
     FIA_DEFAULTS = FiaSettings()  # noqa: N806  (read-only defaults for the help texts)
@@ -194,6 +211,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--report", default="")
     p.set_defaults(func=_cmd_sweep_pairs)
+
+    p = sub.add_parser("diagnose-fia", help="P1 with other base prompts, larger r2 and a random-mask control")
+    p.add_argument("--model", default=str(MODEL_DIR))
+    p.add_argument("--r2", type=float, nargs="+", default=[0.01, 0.03, 0.1])
+    p.add_argument("--contrasts", nargs="+", default=list(CONTRASTS), choices=list(CONTRASTS))
+    p.add_argument("--n", type=int, default=10, help="images per digit and seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--sample-steps", type=int, default=12)
+    p.add_argument("--report", default="")
+    p.set_defaults(func=_cmd_diagnose_fia)
 
     p = sub.add_parser("train", help="train the model from scratch (CPU, seeded)")
     p.add_argument("--steps", type=int, default=2000)
