@@ -77,6 +77,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_benchmark(args: argparse.Namespace) -> None:
     import sys
 
+    import torch
+
     from .benchmark import P1_FORGET, p1_report, p2_report, plot_p2, run_protocol, write_section
     from .methods import fia_group
     from .unlearning import DigitsBench, FiaSettings
@@ -107,6 +109,15 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
         f"saliency steps of {settings.steps}, r1 = {settings.r1}, r2 = {settings.r2}, alpha = {settings.alpha}, "
         f"cfg {settings.cfg}; samples: {args.sample_steps} DDIM steps, cfg {settings.cfg}."
     )
+    if args.save:
+        from .saved_runs import SavedRun, save_run
+
+        for result, name in ((p1, "p1.json"), (p2, "p2.json")):
+            if result:
+                path = save_run(
+                    SavedRun(result, command, settings_line, torch.get_num_threads()), Path(args.save) / name
+                )
+                print(f"saved {result.name} rows to {path}")
     sections = []
     if p1:
         sections.append(p1_report(command, settings_line, p1))
@@ -118,6 +129,29 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
             write_section(Path(args.report), section)
     if args.report:
         print(f"wrote {args.report}" + (f" and {plot}" if plot else ""))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    import sys
+
+    from .benchmark import p1_report, p2_report, plot_p2, write_section
+    from .saved_runs import load_run, merge
+
+    sections = []
+    if args.p1:
+        run = merge([load_run(Path(p)) for p in args.p1])
+        sections.append(p1_report(run.command, run.settings_line, run.result, run.threads))
+    if args.p2:
+        run = merge([load_run(Path(p)) for p in args.p2])
+        plot = plot_p2(run.result, Path(args.plot))
+        command = f"{run.command} ; python -m bench.digits {' '.join(sys.argv[1:])}"
+        sections.append(p2_report(command, run.settings_line, run.result, plot, run.threads))
+    if not sections:
+        raise SystemExit("give --p1 and/or --p2 with saved runs (benchmark --save DIR writes them)")
+    for section in sections:
+        print(section)
+        if args.report:
+            write_section(Path(args.report), section)
 
 
 def _cmd_sweep_pairs(args: argparse.Namespace) -> None:
@@ -201,7 +235,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=FIA_DEFAULTS.alpha)
     p.add_argument("--report", default="", help="RESULTS.md to update (its digits section)")
     p.add_argument("--plot", default=str(Path("bench") / "digits_p2.png"), help="PNG of the P2 curves")
+    p.add_argument("--save", default="", help="folder to save the rows in (p1.json, p2.json) for `report`")
     p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("report", help="write the P1/P2 sections from runs saved by `benchmark --save`")
+    p.add_argument("--p1", nargs="+", default=[], help="saved P1 runs (merged)")
+    p.add_argument("--p2", nargs="+", default=[], help="saved P2 runs, e.g. one per range of k (merged)")
+    p.add_argument("--report", default="", help="RESULTS.md to update")
+    p.add_argument("--plot", default=str(Path("bench") / "digits_p2.png"), help="PNG of the P2 curves")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("sweep-pairs", help="P1 with FIA fast at several prompt-pair counts K")
     p.add_argument("--model", default=str(MODEL_DIR))

@@ -110,13 +110,14 @@ def plot_p2(result: ProtocolResult, path: Path) -> Path:
     return path
 
 
-def _preamble(heading: str, command: str, settings_line: str) -> list[str]:
+def _preamble(heading: str, command: str, settings_line: str, threads: int | None = None) -> list[str]:
+    threads = threads or torch.get_num_threads()
     return [
         heading,
         "",
         f"Command: `{command}`",
         "",
-        f"Run on {platform.machine()} CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
+        f"Run on {platform.machine()} CPU, {threads} thread(s) per process, torch {torch.__version__}, "
         f"{datetime.date.today().isoformat()}. Accuracy is the judge's on the model's samples of "
         "'a handwritten {digit}'; ± is the standard deviation over seeds. Wall time is the time to make "
         "the edit (FIA: collection, localisation and fusion; ScaPre: encoding and the solve), not the "
@@ -128,8 +129,8 @@ def _preamble(heading: str, command: str, settings_line: str) -> list[str]:
     ]
 
 
-def p1_report(command: str, settings_line: str, p1: ProtocolResult) -> str:
-    parts = _preamble(P1_HEADING, command, settings_line)
+def p1_report(command: str, settings_line: str, p1: ProtocolResult, threads: int | None = None) -> str:
+    parts = _preamble(P1_HEADING, command, settings_line, threads)
     parts += [
         f"Forget zero..four, keep five..nine; {p1.images_per_digit} images per digit x {len(p1.seeds)} seeds.",
         "",
@@ -140,8 +141,8 @@ def p1_report(command: str, settings_line: str, p1: ProtocolResult) -> str:
     return "\n".join(parts) + "\n"
 
 
-def p2_report(command: str, settings_line: str, p2: ProtocolResult, plot: Path) -> str:
-    parts = _preamble(P2_HEADING, command, settings_line)
+def p2_report(command: str, settings_line: str, p2: ProtocolResult, plot: Path, threads: int | None = None) -> str:
+    parts = _preamble(P2_HEADING, command, settings_line, threads)
     parts += [
         f"Forget the first k digits, keep the rest; {p2.images_per_digit} images per digit x {len(p2.seeds)} seed(s).",
         "",

@@ -39,3 +39,37 @@ def test_p1_targets_report_met_and_missed():
     bad = _row("FIA exact", [0, 1, 2, 3, 4], [0.5] * 5 + [0.95] * 5)
     lines = p1_targets(ProtocolResult("P1", original, [original, good, bad], 1, (0,)))
     assert lines[0].endswith(": met") and lines[1].endswith(": MISSED")
+
+
+def _saved(ks, settings="FIA settings: K = 10"):
+    from bench.digits.saved_runs import SavedRun
+
+    rows = []
+    for k in ks:
+        forget = list(range(k))
+        rows += [_row("original", forget, [0.8] * 10), _row("FIA fast", forget, [0.1 * k] * 10)]
+    return SavedRun(ProtocolResult("P2", rows[0], rows, 1, (0,)), f"bench k={ks}", settings, 1)
+
+
+def test_saved_runs_round_trip_and_merge_in_order_of_k(tmp_path):
+    from bench.digits.saved_runs import load_run, merge, save_run
+
+    late, early = save_run(_saved([3, 4]), tmp_path / "a.json"), save_run(_saved([1, 2]), tmp_path / "b.json")
+    merged = merge([load_run(late), load_run(early)])
+    assert [len(r.forget) for r in merged.result.rows] == [1, 1, 2, 2, 3, 3, 4, 4]
+    fia = [r for r in merged.result.rows if r.method == "FIA fast"]
+    assert [round(r.accuracy[0, 0], 6) for r in fia] == [0.1, 0.2, 0.3, 0.4]
+    assert merged.command == "bench k=[3, 4] ; bench k=[1, 2]"
+
+
+def test_saved_runs_refuse_mismatched_parts_and_foreign_files(tmp_path):
+    import pytest
+
+    from bench.digits.saved_runs import load_run, merge
+
+    with pytest.raises(ValueError, match="cannot be merged"):
+        merge([_saved([1]), _saved([2], settings="FIA settings: K = 5")])
+    foreign = tmp_path / "x.json"
+    foreign.write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a saved protocol run"):
+        load_run(foreign)
