@@ -333,57 +333,96 @@ TINY = {
 }
 
 
-def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
-    from selenium.webdriver.common.keys import Keys
-
-    workflow = json.loads((REPO_ROOT / "workflows" / "fia_explicit_content.json").read_text(encoding="utf-8"))
+def queue_tiny(driver, server, name: str) -> dict:
+    """Load workflows/<name>.json on the server's random checkpoint, set TINY and queue it; returns the file."""
+    workflow = json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text(encoding="utf-8"))
     for node in workflow["nodes"]:  # the example's model file is not on this server: pick the random one
         if node["type"] == "CheckpointLoaderSimple":
             node["widgets_values"] = [server["ckpt"]]
-    assert load_workflow(browser, workflow)["unknown"] == []
+    assert load_workflow(driver, workflow)["unknown"] == []
     tiny = {**TINY, "CheckpointLoaderSimple": {"ckpt_name": server["ckpt"]}}
-    browser.execute_script(
+    queued = driver.execute_async_script(
         APP
         + """
-        const tiny = arguments[0];
+        const [tiny, done] = arguments;
+        // Execution errors are collected so that a failed run fails the test at once, not at RUN_S.
+        window.fiaRunErrors = [];
+        if (!window.fiaRunListener) {
+            window.fiaRunListener = ({ detail }) => window.fiaRunErrors.push(detail);
+            window.comfyAPI.api.api.addEventListener("execution_error", window.fiaRunListener);
+        }
         for (const node of app.graph.nodes) {
             for (const [name, value] of Object.entries(tiny[node.type] ?? {})) {
                 const widget = node.widgets.find(w => w.name === name);
-                if (!widget) throw new Error(`${node.type} has no widget ${name}: ${JSON.stringify(node.widgets?.map(w => [w.name, w.type, w.value]))} ${JSON.stringify(node.inputs)}`);
+                if (!widget) {
+                    done({error: `${node.type} has no widget ${name}: ${JSON.stringify(node.widgets?.map(w => [w.name, w.type, w.value]))} ${JSON.stringify(node.inputs)}`});
+                    return;
+                }
                 widget.value = value;
             }
         }
-        app.queuePrompt(0, 1);
+        app.queuePrompt(0, 1).then(ok => done({ok}), e => done({error: String(e)}));
     """,
         tiny,
     )
-    fusion = next(n["id"] for n in workflow["nodes"] if n["type"] == "FIAAgnosticFusion")
-    summary = wait_for(
-        browser,
+    assert queued.get("ok") is True, (name, queued)
+    return workflow
+
+
+def wait_for_summaries(driver, what: str) -> dict[int, dict]:
+    """Wait until every FIA node of the graph shows a summary (payload and widget); {node id: payload}."""
+    result = wait_for(
+        driver,
         APP
         + """
-        const node = app.graph.getNodeById(arguments[0]);
-        const all = app.graph.nodes.filter(n => n.type.startsWith('FIA')).every(n => n.fiaSummary);
-        return all && node.widgets.some(w => w.name === 'fia_summary') ? node.fiaSummary : null;
+        if (window.fiaRunErrors?.length) return {error: window.fiaRunErrors};
+        const fia = app.graph.nodes.filter(n => n.type.startsWith('FIA'));
+        const shown = fia.every(n => n.fiaSummary && n.widgets?.some(w => w.name === 'fia_summary'));
+        return fia.length && shown ? {summaries: fia.map(n => [n.id, n.fiaSummary])} : null;
     """,
         RUN_S,
-        "a summary on every FIA node (see server.log)",
-        fusion,
+        f"a summary on every FIA node of {what} (see server.log)",
     )
+    assert "error" not in result, result["error"]
+    return {node_id: summary for node_id, summary in result["summaries"]}
+
+
+def assert_summary_not_saved_or_sent(driver, workflow: dict, node_ids) -> None:
+    """The summary widget is not saved with the workflow and not sent with a prompt."""
+    saved = {n["id"]: n for n in driver.execute_script(APP + "return app.graph.serialize();")["nodes"]}
+    prompt = driver.execute_async_script(APP + "app.graphToPrompt().then(p => arguments[0](p.output));")
+    for node in workflow["nodes"]:
+        if node["id"] in node_ids:
+            assert saved[node["id"]]["widgets_values"] == node["widgets_values"], node["type"]
+            assert "fia_summary" not in prompt[str(node["id"])]["inputs"], node["type"]
+
+
+def keep_screenshot(driver, screens: Path, name: str, kept_as: str) -> Path:
+    """Save screens/<name> with nothing selected and copy it to tests/e2e/screenshots/<kept_as>."""
+    driver.execute_script(APP + "app.canvas.deselectAll(); app.canvas.setDirty(true, true);")
+    time.sleep(1)  # one more frame for the canvas
+    path = screens / name
+    driver.save_screenshot(str(path))
+    target = HERE / "screenshots"
+    target.mkdir(exist_ok=True)
+    shutil.copyfile(path, target / kept_as)
+    return path
+
+
+def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
+    from selenium.webdriver.common.keys import Keys
+
+    workflow = queue_tiny(browser, server, "fia_explicit_content")
+    summaries = wait_for_summaries(browser, "fia_explicit_content")
+    fusion = next(n["id"] for n in workflow["nodes"] if n["type"] == "FIAAgnosticFusion")
+    summary = summaries[fusion]
     assert summary["concepts"] == ["nude", "naked"] and summary["pruned_percent"] > 0
     assert len(summary["layers"]) == 16 and summary["alpha"] == 0.6
-    for node in workflow["nodes"]:
-        if node["type"].startswith("FIA"):
-            got = browser.execute_script(
-                APP + "return app.graph.getNodeById(arguments[0]).fiaSummary ?? null;", node["id"]
-            )
-            assert got and got["concepts"] == ["nude", "naked"], node["type"]
-    # The summary widget is not saved with the workflow and not sent with a prompt.
-    saved = browser.execute_script(APP + "return app.graph.serialize();")
-    saved_fusion = next(n for n in saved["nodes"] if n["id"] == fusion)
-    assert saved_fusion["widgets_values"] == [0.6, True]
-    prompt = browser.execute_async_script(APP + "app.graphToPrompt().then(p => arguments[0](p.output));")
-    assert "fia_summary" not in prompt[str(fusion)]["inputs"]
+    fia_nodes = {n["id"]: n["type"] for n in workflow["nodes"] if n["type"].startswith("FIA")}
+    assert summaries.keys() == fia_nodes.keys()
+    for node_id, node_type in fia_nodes.items():
+        assert summaries[node_id]["concepts"] == ["nude", "naked"], node_type
+    assert_summary_not_saved_or_sent(browser, workflow, [fusion])
 
     # The concepts box: type a duplicate (other case) and an empty line into the real textarea.
     collector = next(n["id"] for n in workflow["nodes"] if n["type"] == "FIAConceptSaliencyCollector")
@@ -419,13 +458,7 @@ def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
     assert title.endswith("⚠ 2 concept warnings")
     outline = browser.execute_script("return arguments[0].style.outline;", area)
     assert "solid" in outline
-    browser.execute_script(APP + "app.canvas.deselectAll(); app.canvas.setDirty(true, true);")
-    time.sleep(1)  # one more frame for the canvas
-    final = screens / "3_summary_and_warnings.png"
-    browser.save_screenshot(str(final))
-    target = HERE / "screenshots"
-    target.mkdir(exist_ok=True)
-    shutil.copyfile(final, target / "fia_browser.png")
+    keep_screenshot(browser, screens, "3_summary_and_warnings.png", "fia_browser.png")
 
     area.send_keys(Keys.CONTROL, "a")
     area.send_keys(Keys.DELETE)
