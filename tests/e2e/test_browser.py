@@ -4,8 +4,10 @@ What is checked, in one page session (the server takes a while to start on a CPU
   1. the node search box finds the FIA nodes when "FIA" is typed,
   2. every bundled workflow is served as a template and loads with no missing nodes,
   3. a queued workflow (tiny settings) puts its summary on the FIA nodes,
-  4. the concepts box warns about empty and duplicate lines.
-Screenshots go to the pytest tmp dir; the last one is also copied to tests/e2e/screenshots/.
+  4. the concepts box warns about empty and duplicate lines,
+  5. the ScaPre example workflow, queued, shows on its ScaPre nodes the edit they made (checked
+     against the edit file its save node wrote) and the canvas draws every line of it.
+Screenshots go to the pytest tmp dir; the last of steps 4 and 5 are also copied to tests/e2e/screenshots/.
 
 Needs COMFYUI_PATH, /usr/bin/chromium, /usr/bin/chromedriver and selenium (see README.md here);
 skips with the reason when one is missing. The server listens on 127.0.0.1 only, with a
@@ -361,11 +363,30 @@ def queue_tiny(driver, server, name: str) -> dict:
                 widget.value = value;
             }
         }
-        app.queuePrompt(0, 1).then(ok => done({ok}), e => done({error: String(e)}));
+        // app.queuePrompt's own result says nothing (false also when the server accepted the prompt):
+        // read the server's answer to the POST /prompt it makes.
+        const api = window.comfyAPI.api.api;
+        const post = api.queuePrompt;
+        const own = Object.prototype.hasOwnProperty.call(api, "queuePrompt");
+        let answer = null;
+        api.queuePrompt = async function (...args) {
+            try {
+                answer = await post.apply(this, args);
+            } catch (e) {
+                answer = {error: String(e), node_errors: e.response?.node_errors};
+                throw e;
+            }
+            return answer;
+        };
+        app.queuePrompt(0, 1).catch(e => { answer ??= {error: String(e)}; }).finally(() => {
+            if (own) api.queuePrompt = post;
+            else delete api.queuePrompt;
+            done(answer ?? {error: "no prompt was posted"});
+        });
     """,
         tiny,
     )
-    assert queued.get("ok") is True, (name, queued)
+    assert queued.get("prompt_id") and not queued.get("node_errors") and "error" not in queued, (name, queued)
     return workflow
 
 
@@ -493,3 +514,111 @@ def show_nodes(driver, ids) -> None:
     """,
         ids,
     )
+
+
+# SD 1.5's 16 cross-attention layers: their output widths (down 2x320, 2x640, 2x1280; mid 1280; up 3x1280,
+# 3x640, 3x320). Each has a to_k and a to_v from the 768-wide text embedding: 32 projections in float32.
+SD15_CROSS_ATTENTION_WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280] + [1280] * 3 + [640] * 3 + [320] * 3
+SD15_DENSE_BYTES = 2 * sum(SD15_CROSS_ATTENTION_WIDTHS) * 768 * 4
+
+
+def drawn_summary_texts(driver, node_ids) -> dict[int, list[str]]:
+    """The texts each node's summary widget draws in one frame (the nodes are brought into view first)."""
+    show_nodes(driver, node_ids)
+    pairs = driver.execute_script(
+        APP
+        + """
+        const texts = new Map();
+        const restore = [];
+        for (const id of arguments[0]) {
+            const widget = app.graph.getNodeById(id).widgets.find(w => w.name === 'fia_summary');
+            const draw = widget.draw;
+            texts.set(id, []);
+            widget.draw = function (ctx, ...rest) {
+                const own = Object.prototype.hasOwnProperty.call(ctx, 'fillText');
+                const fillText = ctx.fillText;
+                ctx.fillText = function (text, ...args) {
+                    texts.get(id).push(String(text));
+                    return fillText.call(this, text, ...args);
+                };
+                try {
+                    return draw.call(this, ctx, ...rest);
+                } finally {
+                    if (own) ctx.fillText = fillText;
+                    else delete ctx.fillText;
+                }
+            };
+            restore.push(() => { widget.draw = draw; });
+        }
+        try {
+            app.canvas.draw(true, true);
+        } finally {
+            restore.forEach(r => r());
+        }
+        return [...texts.entries()];
+    """,
+        list(node_ids),
+    )
+    return {node_id: texts for node_id, texts in pairs}
+
+
+def test_scapre_summary_after_queue(browser, server, screens):
+    from fia_engine.scapre import ScaPreEdit
+
+    workflow = queue_tiny(browser, server, "fia_scapre_erase")
+    summaries = wait_for_summaries(browser, "fia_scapre_erase")
+    by_type = {n["type"]: n["id"] for n in workflow["nodes"]}
+    erase, save = by_type["FIAScaPreErase"], by_type["FIASaveScaPreEdit"]
+    assert summaries.keys() == {erase, save}
+    widgets = browser.execute_script(
+        APP
+        + """
+        const widgets = app.graph.getNodeById(arguments[0]).widgets;
+        return Object.fromEntries(widgets.filter(w => w.name !== 'fia_summary').map(w => [w.name, w.value]));
+    """,
+        erase,
+    )
+    concepts = [line.strip() for line in widgets["concepts"].splitlines() if line.strip()]
+    assert len(concepts) == 10 and widgets["anchor"] == "" and widgets["mode"] == "scapre"
+    made, saved = summaries[erase], summaries[save]
+    save_name = browser.execute_script(
+        APP + "return app.graph.getNodeById(arguments[0]).widgets.find(w => w.name === 'name').value;", save
+    )
+    assert saved["saved_as"] == f"{save_name}.safetensors"
+    # The edit the save node wrote, read back here by the engine: what the nodes really computed.
+    edit = ScaPreEdit.load(server["base"] / "models" / "fia_masks" / saved["saved_as"])
+    expected = edit.summary()
+    assert sorted(set(edit.shapes.values())) == sorted({(w, 768) for w in SD15_CROSS_ATTENTION_WIDTHS})
+    for summary in (made, saved):
+        assert summary["method"] == "ScaPre" and summary["layer_metric"] == "change"
+        assert summary["concepts"] == concepts == expected["concepts"]
+        assert summary["anchor"] == "" and summary["preserve"] == [] and summary["mode"] == "scapre"
+        assert summary["family"] == "SD1.x" == edit.family
+        names = [name for name, _ in summary["layers"]]
+        assert summary["layer_count"] == len(names) == 32 == len(edit.layers)
+        assert sum(n.endswith(".to_k") for n in names) == 16 and sum(n.endswith(".to_v") for n in names) == 16
+        assert summary["dense_bytes"] == SD15_DENSE_BYTES == expected["dense_bytes"]
+        assert 0 < summary["stored_bytes"] == expected["stored_bytes"] < summary["dense_bytes"]
+        assert 0 < summary["edited_rows_percent"] <= 100
+        assert summary["edited_rows_percent"] == pytest.approx(100 * expected["edited_fraction"], abs=1e-3)
+        changes = dict(summary["layers"])
+        assert all(change > 0 for change in changes.values()), changes
+        assert changes == pytest.approx(
+            {name: 100 * layer["relative_change"] for name, layer in expected["layers"].items()}, abs=1e-3
+        )
+    assert made["scale"] == widgets["scale"] == 1.0 and "scale" not in saved and "saved_as" not in made
+    assert_summary_not_saved_or_sent(browser, workflow, [erase, save])
+
+    # What the canvas draws: every line of the payload, not only the payload on the node.
+    drawn = drawn_summary_texts(browser, [erase, save])
+    for texts in (drawn[erase], drawn[save]):
+        assert any(t.startswith(f"Concepts (10): {concepts[0]}, {concepts[1]}") for t in texts), texts
+        assert "Mapped onto the empty prompt" in texts, texts
+        assert any(t.startswith("32 projections  ·  ") and "of rows edited" in t for t in texts), texts
+        assert any(t.startswith("Stored ") and t.endswith(" of a dense 76.7 MB)") for t in texts), texts
+        assert "scapre  ·  SD1.x" in texts, texts
+        assert any(t.startswith("32 layers · max ") and " change in " in t for t in texts), texts
+    assert any(t.endswith("  ·  scale 1") for t in drawn[erase]), drawn[erase]
+    assert f"Saved as {saved['saved_as']}" in drawn[save], drawn[save]
+    show_nodes(browser, [erase])  # the two nodes only fit together at a zoom where the canvas drops text
+    keep_screenshot(browser, screens, "4_scapre_summary.png", "fia_scapre_browser.png")
