@@ -4,8 +4,10 @@ What is checked, in one page session (the server takes a while to start on a CPU
   1. the node search box finds the FIA nodes when "FIA" is typed,
   2. every bundled workflow is served as a template and loads with no missing nodes,
   3. a queued workflow (tiny settings) puts its summary on the FIA nodes,
-  4. the concepts box warns about empty and duplicate lines.
-Screenshots go to the pytest tmp dir; the last one is also copied to tests/e2e/screenshots/.
+  4. the concepts box warns about empty and duplicate lines,
+  5. the ScaPre example workflow, queued, shows on its ScaPre nodes the edit they made (checked
+     against the edit file its save node wrote) and the canvas draws every line of it.
+Screenshots go to the pytest tmp dir; the last of steps 4 and 5 are also copied to tests/e2e/screenshots/.
 
 Needs COMFYUI_PATH, /usr/bin/chromium, /usr/bin/chromedriver and selenium (see README.md here);
 skips with the reason when one is missing. The server listens on 127.0.0.1 only, with a
@@ -333,57 +335,115 @@ TINY = {
 }
 
 
-def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
-    from selenium.webdriver.common.keys import Keys
-
-    workflow = json.loads((REPO_ROOT / "workflows" / "fia_explicit_content.json").read_text(encoding="utf-8"))
+def queue_tiny(driver, server, name: str) -> dict:
+    """Load workflows/<name>.json on the server's random checkpoint, set TINY and queue it; returns the file."""
+    workflow = json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text(encoding="utf-8"))
     for node in workflow["nodes"]:  # the example's model file is not on this server: pick the random one
         if node["type"] == "CheckpointLoaderSimple":
             node["widgets_values"] = [server["ckpt"]]
-    assert load_workflow(browser, workflow)["unknown"] == []
+    assert load_workflow(driver, workflow)["unknown"] == []
     tiny = {**TINY, "CheckpointLoaderSimple": {"ckpt_name": server["ckpt"]}}
-    browser.execute_script(
+    queued = driver.execute_async_script(
         APP
         + """
-        const tiny = arguments[0];
+        const [tiny, done] = arguments;
+        // Execution errors are collected so that a failed run fails the test at once, not at RUN_S.
+        window.fiaRunErrors = [];
+        if (!window.fiaRunListener) {
+            window.fiaRunListener = ({ detail }) => window.fiaRunErrors.push(detail);
+            window.comfyAPI.api.api.addEventListener("execution_error", window.fiaRunListener);
+        }
         for (const node of app.graph.nodes) {
             for (const [name, value] of Object.entries(tiny[node.type] ?? {})) {
                 const widget = node.widgets.find(w => w.name === name);
-                if (!widget) throw new Error(`${node.type} has no widget ${name}: ${JSON.stringify(node.widgets?.map(w => [w.name, w.type, w.value]))} ${JSON.stringify(node.inputs)}`);
+                if (!widget) {
+                    done({error: `${node.type} has no widget ${name}: ${JSON.stringify(node.widgets?.map(w => [w.name, w.type, w.value]))} ${JSON.stringify(node.inputs)}`});
+                    return;
+                }
                 widget.value = value;
             }
         }
-        app.queuePrompt(0, 1);
+        // app.queuePrompt's own result says nothing (false also when the server accepted the prompt):
+        // read the server's answer to the POST /prompt it makes.
+        const api = window.comfyAPI.api.api;
+        const post = api.queuePrompt;
+        const own = Object.prototype.hasOwnProperty.call(api, "queuePrompt");
+        let answer = null;
+        api.queuePrompt = async function (...args) {
+            try {
+                answer = await post.apply(this, args);
+            } catch (e) {
+                answer = {error: String(e), node_errors: e.response?.node_errors};
+                throw e;
+            }
+            return answer;
+        };
+        app.queuePrompt(0, 1).catch(e => { answer ??= {error: String(e)}; }).finally(() => {
+            if (own) api.queuePrompt = post;
+            else delete api.queuePrompt;
+            done(answer ?? {error: "no prompt was posted"});
+        });
     """,
         tiny,
     )
-    fusion = next(n["id"] for n in workflow["nodes"] if n["type"] == "FIAAgnosticFusion")
-    summary = wait_for(
-        browser,
+    assert queued.get("prompt_id") and not queued.get("node_errors") and "error" not in queued, (name, queued)
+    return workflow
+
+
+def wait_for_summaries(driver, what: str) -> dict[int, dict]:
+    """Wait until every FIA node of the graph shows a summary (payload and widget); {node id: payload}."""
+    result = wait_for(
+        driver,
         APP
         + """
-        const node = app.graph.getNodeById(arguments[0]);
-        const all = app.graph.nodes.filter(n => n.type.startsWith('FIA')).every(n => n.fiaSummary);
-        return all && node.widgets.some(w => w.name === 'fia_summary') ? node.fiaSummary : null;
+        if (window.fiaRunErrors?.length) return {error: window.fiaRunErrors};
+        const fia = app.graph.nodes.filter(n => n.type.startsWith('FIA'));
+        const shown = fia.every(n => n.fiaSummary && n.widgets?.some(w => w.name === 'fia_summary'));
+        return fia.length && shown ? {summaries: fia.map(n => [n.id, n.fiaSummary])} : null;
     """,
         RUN_S,
-        "a summary on every FIA node (see server.log)",
-        fusion,
+        f"a summary on every FIA node of {what} (see server.log)",
     )
+    assert "error" not in result, result["error"]
+    return {node_id: summary for node_id, summary in result["summaries"]}
+
+
+def assert_summary_not_saved_or_sent(driver, workflow: dict, node_ids) -> None:
+    """The summary widget is not saved with the workflow and not sent with a prompt."""
+    saved = {n["id"]: n for n in driver.execute_script(APP + "return app.graph.serialize();")["nodes"]}
+    prompt = driver.execute_async_script(APP + "app.graphToPrompt().then(p => arguments[0](p.output));")
+    for node in workflow["nodes"]:
+        if node["id"] in node_ids:
+            assert saved[node["id"]]["widgets_values"] == node["widgets_values"], node["type"]
+            assert "fia_summary" not in prompt[str(node["id"])]["inputs"], node["type"]
+
+
+def keep_screenshot(driver, screens: Path, name: str, kept_as: str) -> Path:
+    """Save screens/<name> with nothing selected and copy it to tests/e2e/screenshots/<kept_as>."""
+    driver.execute_script(APP + "app.canvas.deselectAll(); app.canvas.setDirty(true, true);")
+    time.sleep(1)  # one more frame for the canvas
+    path = screens / name
+    driver.save_screenshot(str(path))
+    target = HERE / "screenshots"
+    target.mkdir(exist_ok=True)
+    shutil.copyfile(path, target / kept_as)
+    return path
+
+
+def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
+    from selenium.webdriver.common.keys import Keys
+
+    workflow = queue_tiny(browser, server, "fia_explicit_content")
+    summaries = wait_for_summaries(browser, "fia_explicit_content")
+    fusion = next(n["id"] for n in workflow["nodes"] if n["type"] == "FIAAgnosticFusion")
+    summary = summaries[fusion]
     assert summary["concepts"] == ["nude", "naked"] and summary["pruned_percent"] > 0
     assert len(summary["layers"]) == 16 and summary["alpha"] == 0.6
-    for node in workflow["nodes"]:
-        if node["type"].startswith("FIA"):
-            got = browser.execute_script(
-                APP + "return app.graph.getNodeById(arguments[0]).fiaSummary ?? null;", node["id"]
-            )
-            assert got and got["concepts"] == ["nude", "naked"], node["type"]
-    # The summary widget is not saved with the workflow and not sent with a prompt.
-    saved = browser.execute_script(APP + "return app.graph.serialize();")
-    saved_fusion = next(n for n in saved["nodes"] if n["id"] == fusion)
-    assert saved_fusion["widgets_values"] == [0.6, True]
-    prompt = browser.execute_async_script(APP + "app.graphToPrompt().then(p => arguments[0](p.output));")
-    assert "fia_summary" not in prompt[str(fusion)]["inputs"]
+    fia_nodes = {n["id"]: n["type"] for n in workflow["nodes"] if n["type"].startswith("FIA")}
+    assert summaries.keys() == fia_nodes.keys()
+    for node_id, node_type in fia_nodes.items():
+        assert summaries[node_id]["concepts"] == ["nude", "naked"], node_type
+    assert_summary_not_saved_or_sent(browser, workflow, [fusion])
 
     # The concepts box: type a duplicate (other case) and an empty line into the real textarea.
     collector = next(n["id"] for n in workflow["nodes"] if n["type"] == "FIAConceptSaliencyCollector")
@@ -419,13 +479,7 @@ def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
     assert title.endswith("⚠ 2 concept warnings")
     outline = browser.execute_script("return arguments[0].style.outline;", area)
     assert "solid" in outline
-    browser.execute_script(APP + "app.canvas.deselectAll(); app.canvas.setDirty(true, true);")
-    time.sleep(1)  # one more frame for the canvas
-    final = screens / "3_summary_and_warnings.png"
-    browser.save_screenshot(str(final))
-    target = HERE / "screenshots"
-    target.mkdir(exist_ok=True)
-    shutil.copyfile(final, target / "fia_browser.png")
+    keep_screenshot(browser, screens, "3_summary_and_warnings.png", "fia_browser.png")
 
     area.send_keys(Keys.CONTROL, "a")
     area.send_keys(Keys.DELETE)
@@ -460,3 +514,111 @@ def show_nodes(driver, ids) -> None:
     """,
         ids,
     )
+
+
+# SD 1.5's 16 cross-attention layers: their output widths (down 2x320, 2x640, 2x1280; mid 1280; up 3x1280,
+# 3x640, 3x320). Each has a to_k and a to_v from the 768-wide text embedding: 32 projections in float32.
+SD15_CROSS_ATTENTION_WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280] + [1280] * 3 + [640] * 3 + [320] * 3
+SD15_DENSE_BYTES = 2 * sum(SD15_CROSS_ATTENTION_WIDTHS) * 768 * 4
+
+
+def drawn_summary_texts(driver, node_ids) -> dict[int, list[str]]:
+    """The texts each node's summary widget draws in one frame (the nodes are brought into view first)."""
+    show_nodes(driver, node_ids)
+    pairs = driver.execute_script(
+        APP
+        + """
+        const texts = new Map();
+        const restore = [];
+        for (const id of arguments[0]) {
+            const widget = app.graph.getNodeById(id).widgets.find(w => w.name === 'fia_summary');
+            const draw = widget.draw;
+            texts.set(id, []);
+            widget.draw = function (ctx, ...rest) {
+                const own = Object.prototype.hasOwnProperty.call(ctx, 'fillText');
+                const fillText = ctx.fillText;
+                ctx.fillText = function (text, ...args) {
+                    texts.get(id).push(String(text));
+                    return fillText.call(this, text, ...args);
+                };
+                try {
+                    return draw.call(this, ctx, ...rest);
+                } finally {
+                    if (own) ctx.fillText = fillText;
+                    else delete ctx.fillText;
+                }
+            };
+            restore.push(() => { widget.draw = draw; });
+        }
+        try {
+            app.canvas.draw(true, true);
+        } finally {
+            restore.forEach(r => r());
+        }
+        return [...texts.entries()];
+    """,
+        list(node_ids),
+    )
+    return {node_id: texts for node_id, texts in pairs}
+
+
+def test_scapre_summary_after_queue(browser, server, screens):
+    from fia_engine.scapre import ScaPreEdit
+
+    workflow = queue_tiny(browser, server, "fia_scapre_erase")
+    summaries = wait_for_summaries(browser, "fia_scapre_erase")
+    by_type = {n["type"]: n["id"] for n in workflow["nodes"]}
+    erase, save = by_type["FIAScaPreErase"], by_type["FIASaveScaPreEdit"]
+    assert summaries.keys() == {erase, save}
+    widgets = browser.execute_script(
+        APP
+        + """
+        const widgets = app.graph.getNodeById(arguments[0]).widgets;
+        return Object.fromEntries(widgets.filter(w => w.name !== 'fia_summary').map(w => [w.name, w.value]));
+    """,
+        erase,
+    )
+    concepts = [line.strip() for line in widgets["concepts"].splitlines() if line.strip()]
+    assert len(concepts) == 10 and widgets["anchor"] == "" and widgets["mode"] == "scapre"
+    made, saved = summaries[erase], summaries[save]
+    save_name = browser.execute_script(
+        APP + "return app.graph.getNodeById(arguments[0]).widgets.find(w => w.name === 'name').value;", save
+    )
+    assert saved["saved_as"] == f"{save_name}.safetensors"
+    # The edit the save node wrote, read back here by the engine: what the nodes really computed.
+    edit = ScaPreEdit.load(server["base"] / "models" / "fia_masks" / saved["saved_as"])
+    expected = edit.summary()
+    assert sorted(set(edit.shapes.values())) == sorted({(w, 768) for w in SD15_CROSS_ATTENTION_WIDTHS})
+    for summary in (made, saved):
+        assert summary["method"] == "ScaPre" and summary["layer_metric"] == "change"
+        assert summary["concepts"] == concepts == expected["concepts"]
+        assert summary["anchor"] == "" and summary["preserve"] == [] and summary["mode"] == "scapre"
+        assert summary["family"] == "SD1.x" == edit.family
+        names = [name for name, _ in summary["layers"]]
+        assert summary["layer_count"] == len(names) == 32 == len(edit.layers)
+        assert sum(n.endswith(".to_k") for n in names) == 16 and sum(n.endswith(".to_v") for n in names) == 16
+        assert summary["dense_bytes"] == SD15_DENSE_BYTES == expected["dense_bytes"]
+        assert 0 < summary["stored_bytes"] == expected["stored_bytes"] < summary["dense_bytes"]
+        assert 0 < summary["edited_rows_percent"] <= 100
+        assert summary["edited_rows_percent"] == pytest.approx(100 * expected["edited_fraction"], abs=1e-3)
+        changes = dict(summary["layers"])
+        assert all(change > 0 for change in changes.values()), changes
+        assert changes == pytest.approx(
+            {name: 100 * layer["relative_change"] for name, layer in expected["layers"].items()}, abs=1e-3
+        )
+    assert made["scale"] == widgets["scale"] == 1.0 and "scale" not in saved and "saved_as" not in made
+    assert_summary_not_saved_or_sent(browser, workflow, [erase, save])
+
+    # What the canvas draws: every line of the payload, not only the payload on the node.
+    drawn = drawn_summary_texts(browser, [erase, save])
+    for texts in (drawn[erase], drawn[save]):
+        assert any(t.startswith(f"Concepts (10): {concepts[0]}, {concepts[1]}") for t in texts), texts
+        assert "Mapped onto the empty prompt" in texts, texts
+        assert any(t.startswith("32 projections  ·  ") and "of rows edited" in t for t in texts), texts
+        assert any(t.startswith("Stored ") and t.endswith(" of a dense 76.7 MB)") for t in texts), texts
+        assert "scapre  ·  SD1.x" in texts, texts
+        assert any(t.startswith("32 layers · max ") and " change in " in t for t in texts), texts
+    assert any(t.endswith("  ·  scale 1") for t in drawn[erase]), drawn[erase]
+    assert f"Saved as {saved['saved_as']}" in drawn[save], drawn[save]
+    show_nodes(browser, [erase])  # the two nodes only fit together at a zoom where the canvas drops text
+    keep_screenshot(browser, screens, "4_scapre_summary.png", "fia_scapre_browser.png")
