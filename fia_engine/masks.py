@@ -12,22 +12,28 @@ Loading uses safetensors only (no pickle) and validates everything before return
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .compatibility import Wording, check_compatible
 from .errors import CorruptMaskError, InvalidInputError, MaskMismatchError
-from .layers import shape_fingerprint, signatures_match
+from .layers import shape_fingerprint
 from .safetensors_files import read_checked, save_atomic
-
-logger = logging.getLogger(__name__)
 
 FORMAT = "fia-mask"
 FORMAT_VERSION = 1
 _PREFIX = "pruned."
+_WORDING = Wording(
+    name="mask",
+    log_name="FIA mask",
+    noun="mask",
+    article="a",
+    layers="target layers",
+    advice="moving an edit to a finetune works, but check the result",
+)
 
 
 def check_strength(strength: float) -> float:
@@ -88,31 +94,8 @@ class FIAMask:
     def check_compatible(
         self, shapes: dict[str, tuple[int, int]], weight_signature: dict[str, float] | None, family: str | None = None
     ) -> bool:
-        """Refuse a mask for another architecture; warn (return False) for another checkpoint.
-
-        The family matters beside the shapes: SD 1.x and SD 2.x have the same FFN2 shapes.
-        """
-        if family is not None and family != self.family:
-            raise MaskMismatchError(
-                f"this mask was made for a {self.family} model, but the model is {family}. "
-                "Use a mask made for this model's architecture."
-            )
-        if shape_fingerprint(shapes) != self.fingerprint:
-            missing = sorted(set(self.shapes) - set(shapes))[:3]
-            differing = [n for n in self.shapes if n in shapes and tuple(shapes[n]) != tuple(self.shapes[n])][:3]
-            raise MaskMismatchError(
-                f"this mask was made for a {self.family} model with other target layers "
-                f"(mask layers {self.fingerprint}, model layers {shape_fingerprint(shapes)}; "
-                f"missing {missing}, other shapes {differing}). Use a mask made for this model's architecture."
-            )
-        if weight_signature and self.weight_signature and not signatures_match(weight_signature, self.weight_signature):
-            logger.warning(
-                "FIA mask was made on another checkpoint of the same %s architecture; applying it anyway "
-                "(moving an edit to a finetune works, but check the result)",
-                self.family,
-            )
-            return False
-        return True
+        """Refuse a mask for another architecture; warn (return False) for another checkpoint."""
+        return check_compatible(self, _WORDING, shapes, weight_signature, family)
 
     def masked_weight(self, layer: str, weight: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
         """A pruned copy of ``weight``; the source tensor is never modified."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .apply_node import FIAApplyMask
+from .fia_masks_folder import register_folder
 from .fusion_node import FIAAgnosticFusion
 from .localizer_node import FIANeuronLocalizer
-from .mask_files import FIALoadMask, FIASaveMask, register_folder
+from .mask_files import FIALoadMask, FIASaveMask
 from .report_node import FIAMaskReport
 from .saliency_node import FIAConceptSaliencyCollector
 from .scapre_files import FIALoadScaPreEdit, FIASaveScaPreEdit

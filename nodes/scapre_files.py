@@ -3,20 +3,16 @@
 Separate nodes rather than a mode of FIASaveMask / FIALoadMask: a mask and an edit travel on
 different socket types (FIA_MASK, FIA_SCAPRE_EDIT), so a single load node would need an
 untyped output and would let a mask be linked into an edit's input. The folder, the naming
-rules and the format-filtered file list are shared (mask_files.py).
+rules and the format-filtered file list are shared (fia_masks_folder.py).
 """
 
 from __future__ import annotations
 
-import os
-
-import folder_paths
 from comfy_api.latest import io
 
-from ..fia_engine.errors import InvalidInputError
 from ..fia_engine.scapre import ScaPreEdit
 from ..fia_engine.scapre.edit import FORMAT as EDIT_FORMAT
-from .mask_files import FOLDER, files_of_format, target_path
+from .fia_masks_folder import files_of_format, full_path, modified, save_inputs, saved_as, target_path
 from .summary import scapre_summary, ui
 from .types import ScaPreEdit as ScaPreEditType
 
@@ -35,14 +31,7 @@ class FIASaveScaPreEdit(io.ComfyNode):
             is_output_node=True,
             inputs=[
                 ScaPreEditType.Input("edit", tooltip="The edit to save, from FIA ScaPre Erase."),
-                io.String.Input(
-                    "name", default="scapre_edit", tooltip="File name (without extension); '/' for subfolders."
-                ),
-                io.Boolean.Input(
-                    "overwrite",
-                    default=False,
-                    tooltip="Off: an existing file is kept and a numbered name is used instead.",
-                ),
+                *save_inputs("scapre_edit"),
             ],
             outputs=[],
         )
@@ -51,7 +40,7 @@ class FIASaveScaPreEdit(io.ComfyNode):
     def execute(cls, edit: ScaPreEdit, name: str, overwrite: bool) -> io.NodeOutput:
         path = edit.save(target_path(name, overwrite, what="edit"))
         summary = scapre_summary(edit)
-        summary["saved_as"] = os.path.relpath(path, folder_paths.get_folder_paths(FOLDER)[0])
+        summary["saved_as"] = saved_as(path)
         return io.NodeOutput(ui=ui(summary))
 
 
@@ -75,13 +64,9 @@ class FIALoadScaPreEdit(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, edit_name: str):
-        path = folder_paths.get_full_path(FOLDER, edit_name)
-        return os.path.getmtime(path) if path else edit_name
+        return modified(edit_name)
 
     @classmethod
     def execute(cls, edit_name: str) -> io.NodeOutput:
-        path = folder_paths.get_full_path(FOLDER, edit_name)
-        if path is None:
-            raise InvalidInputError(f"ScaPre edit {edit_name!r} is not in models/{FOLDER}")
-        edit = ScaPreEdit.load(path)
+        edit = ScaPreEdit.load(full_path(edit_name, "ScaPre edit"))
         return io.NodeOutput(edit, ui=ui(scapre_summary(edit)))

@@ -12,7 +12,6 @@ The edit is applied as W + scale * delta; the source weights are never modified.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +19,24 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..compatibility import Wording, check_compatible
 from ..errors import CorruptMaskError, InvalidInputError, MaskMismatchError
-from ..layers import shape_fingerprint, signatures_match
+from ..layers import shape_fingerprint
 from ..safetensors_files import read_checked, save_atomic
 from .delta import LayerDelta
-
-logger = logging.getLogger(__name__)
 
 FORMAT = "scapre-edit"
 FORMAT_VERSION = 1
 MAX_SCALE = 10.0
 _KINDS = ("up", "down", "dense")
+_WORDING = Wording(
+    name="ScaPre edit",
+    log_name="ScaPre edit",
+    noun="edit",
+    article="an",
+    layers="cross-attention layers",
+    advice="the edit was solved for other weights: check the result",
+)
 
 
 def check_scale(scale: float) -> float:
@@ -131,27 +137,7 @@ class ScaPreEdit:
         family: str | None = None,
     ) -> bool:
         """Refuse an edit for another architecture; warn (return False) for another checkpoint."""
-        if family is not None and family != self.family:
-            raise MaskMismatchError(
-                f"this ScaPre edit was made for a {self.family} model, but the model is {family}. "
-                "Use an edit made for this model's architecture."
-            )
-        if shape_fingerprint(shapes) != self.fingerprint:
-            missing = sorted(set(self.shapes) - set(shapes))[:3]
-            differing = [n for n in self.shapes if n in shapes and tuple(shapes[n]) != tuple(self.shapes[n])][:3]
-            raise MaskMismatchError(
-                f"this ScaPre edit was made for a {self.family} model with other cross-attention layers "
-                f"(edit layers {self.fingerprint}, model layers {shape_fingerprint(shapes)}; "
-                f"missing {missing}, other shapes {differing}). Use an edit made for this model's architecture."
-            )
-        if signature and self.weight_signature and not signatures_match(signature, self.weight_signature):
-            logger.warning(
-                "ScaPre edit was made on another checkpoint of the same %s architecture; applying it anyway "
-                "(the edit was solved for other weights: check the result)",
-                self.family,
-            )
-            return False
-        return True
+        return check_compatible(self, _WORDING, shapes, signature, family)
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
