@@ -252,8 +252,9 @@ def _load_mask_or_edit(path: str):
     """An FIAMask or a ScaPreEdit, told apart by the file's format metadata."""
     from .masks import FORMAT as MASK_FORMAT
     from .masks import FIAMask
+    from .safetensors_files import file_format
     from .scapre.edit import FORMAT as EDIT_FORMAT
-    from .scapre.edit import ScaPreEdit, file_format
+    from .scapre.edit import ScaPreEdit
 
     found = file_format(path)
     if found == MASK_FORMAT:

@@ -41,3 +41,15 @@ def read_checked(path: str | os.PathLike, what: str, device: str | torch.device 
     except (SafetensorError, OSError, ValueError) as error:
         raise CorruptMaskError(f"{path} is not a readable safetensors file ({error})") from None
     return tensors, header
+
+
+def file_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` entry of a safetensors file's metadata (e.g. "fia-mask", "scapre-edit")."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CorruptMaskError(f"{path} is not a readable safetensors file ({error})") from None

@@ -15,7 +15,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..fia_engine.errors import FIAError, InvalidInputError
-from ..fia_engine.scapre.edit import file_format
+from ..fia_engine.safetensors_files import file_format
 
 FOLDER = "fia_masks"
 EXTENSIONS = {".safetensors"}

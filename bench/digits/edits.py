@@ -10,9 +10,9 @@ import torch
 from fia_engine import find_target_layers
 from fia_engine.layers import weight_signature
 from fia_engine.masks import FIAMask
+from fia_engine.safetensors_files import file_format
 from fia_engine.scapre import ScaPreEdit, find_cross_attention_projections
 from fia_engine.scapre.edit import FORMAT as SCAPRE_FORMAT
-from fia_engine.scapre.edit import file_format
 
 from .unlearning import masked_unet
 

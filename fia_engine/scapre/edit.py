@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from ..compatibility import Wording, check_compatible
 from ..errors import CorruptMaskError, InvalidInputError, MaskMismatchError
@@ -45,18 +44,6 @@ def check_scale(scale: float) -> float:
             f"scale must be between 0 and {MAX_SCALE:g} (1 = the edit as solved, 0 = no edit), got {scale!r}"
         )
     return float(scale)
-
-
-def file_format(path: str | os.PathLike) -> str | None:
-    """The ``format`` entry of a safetensors file's metadata (e.g. "fia-mask", "scapre-edit")."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return (handle.metadata() or {}).get("format")
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CorruptMaskError(f"{path} is not a readable safetensors file ({error})") from None
 
 
 @dataclass
