@@ -31,9 +31,9 @@ def p1():
 
 
 def test_original_model_draws_the_digits_it_is_asked_for(p1):
-    # Chance is 0.1; the full-size run measured about 0.6 for both halves.
-    assert mean_std(p1.original.forget_acc())[0] >= 0.4
-    assert mean_std(p1.original.preserve_acc())[0] >= 0.4
+    # Chance is 0.1; the full-size run measured 0.87 (zero..four) and 0.81 (five..nine).
+    assert mean_std(p1.original.forget_acc())[0] >= 0.65
+    assert mean_std(p1.original.preserve_acc())[0] >= 0.65
 
 
 def test_scapre_forgets_zero_to_four_and_keeps_five_to_nine(p1):
