@@ -207,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="unlearn two digits at once; print before/after and write a grid")
-    p.add_argument("--forget", default="three, seven", help="digit words, comma-separated")
+    p.add_argument("--forget", default="zero, eight", help="digit words, comma-separated")
     p.add_argument("--n", type=int, default=8, help="images per digit")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps of the samples")
     p.add_argument("--seed", type=int, default=0)

@@ -1,10 +1,11 @@
 """The README's main job: unlearn two digits at once on the bundled model, show before/after.
 
-Both of the engine's methods run on the same model and the same prompts: FIA (prunes FFN
-weights) and ScaPre (closed-form edit of the cross-attention keys and values). The command
-prints the judge's accuracy per digit before and after each, and writes a grid image: one
-row per digit; the original model's samples, then FIA's, then ScaPre's, each started from
-the same noise so that the panels compare image by image.
+The engine's methods run on the same model and the same prompts: FIA (prunes FFN weights),
+ScaPre and its plain closed form (UCE-like; both edit the cross-attention keys and values).
+The command prints the judge's accuracy per digit before and after each, and writes a grid
+image: one row per digit; the original model's samples, then FIA's, ScaPre's and the
+closed form's, each started from the same noise so that the panels compare image by image.
+On this model only the closed form erases two digits (bench/RESULTS.md sections 3, 4, 8).
 """
 
 from __future__ import annotations
@@ -18,24 +19,25 @@ import torch
 from PIL import Image
 
 from .data import DIGIT_WORDS
-from .methods import SCAPRE, fia_group, scapre_group
+from .methods import SCAPRE, UCE, fia_group, scapre_group
 from .sampling import generate, grid
 from .unlearning import EVAL_PROMPT, DigitsBench, FiaSettings
 
 logger = logging.getLogger(__name__)
 
 FIA = "FIA fast"
+COLUMNS = {"before": "before", FIA: "FIA", SCAPRE: "ScaPre", UCE: "closed"}
 
 
 def run_demo(forget: list[int], out: Path, images: int = 8, steps: int = 20, seed: int = 0) -> str:
     started = time.perf_counter()
     bench = DigitsBench(images_per_digit=images, seeds=(seed,), sample_steps=steps)
     edits = fia_group(FiaSettings(), modes=("fast",), union=False)(bench, forget)
-    edits.update(scapre_group(("scapre",))(bench, forget))
+    edits.update(scapre_group(("scapre", "uce"))(bench, forget))
     out.mkdir(parents=True, exist_ok=True)
     prompts = [EVAL_PROMPT.format(word=word) for word in DIGIT_WORDS]
     panels = {"before": generate(bench.sampling, prompts, images, seed, steps=steps)}
-    for name in (FIA, SCAPRE):
+    for name in (FIA, SCAPRE, UCE):
         panels[name] = generate(bench.sampling, prompts, images, seed, steps=steps, unet_override=edits[name].unet)
     hits = {
         name: (bench.judge.predict(batch).reshape(10, images) == np.arange(10)[:, None]).mean(axis=1)
@@ -47,8 +49,9 @@ def run_demo(forget: list[int], out: Path, images: int = 8, steps: int = 20, see
         f"Demo: forget {', '.join(DIGIT_WORDS[d] for d in forget)} on the bundled digits model, "
         f"judge accuracy on {images} images per digit ('{EVAL_PROMPT}', seed {seed}, {steps} DDIM steps)",
         f"FIA: {100 * edits[FIA].fraction:.2f} % of the FFN2 weights pruned in {edits[FIA].seconds:.1f} s; "
-        f"ScaPre: {100 * edits[SCAPRE].fraction:.1f} % of the to_k/to_v rows edited in {edits[SCAPRE].seconds:.1f} s",
-        f"{'digit':<8}{'role':<8}{'before':>8}{'FIA':>8}{'ScaPre':>8}",
+        f"ScaPre: {100 * edits[SCAPRE].fraction:.1f} % of the to_k/to_v rows edited in {edits[SCAPRE].seconds:.1f} s; "
+        f"closed form (UCE-like): {edits[UCE].seconds:.1f} s",
+        f"{'digit':<8}{'role':<8}" + "".join(f"{COLUMNS[name]:>8}" for name in panels),
     ]
     for digit, word in enumerate(DIGIT_WORDS):
         role = "forget" if digit in forget else "keep"
@@ -56,7 +59,9 @@ def run_demo(forget: list[int], out: Path, images: int = 8, steps: int = 20, see
         lines.append(f"{word:<8}{role:<8}{values}")
     for label, digits in (("forgotten digits", forget), ("kept digits", kept)):
         lines.append(f"{label:<16}" + "".join(f"{hits[name][digits].mean():>8.2f}" for name in panels))
-    lines.append(f"wrote {out / 'before_after.png'} (before | FIA | ScaPre) in {time.perf_counter() - started:.0f} s")
+    lines.append(
+        f"wrote {out / 'before_after.png'} (before | FIA | ScaPre | closed form) in {time.perf_counter() - started:.0f} s"
+    )
     return "\n".join(lines)
 
 
