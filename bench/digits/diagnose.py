@@ -8,7 +8,7 @@ what FIA contrasts the concept with, and how much it prunes:
   contrast there is for P1 (it knows what must be kept), to see whether any contrast
   would find digit-specific weights;
 - base "no digit word": ``a handwritten {context}``;
-- random: as many weights of every layer as the "digit" row prunes, chosen at random.
+- random: as many weights of every layer as the first contrast's row prunes, chosen at random.
   If FIA's selection carried the concept, it would forget more than random at equal cost.
 """
 
@@ -123,7 +123,7 @@ def diagnosis_report(command: str, settings: FiaSettings, bench: DigitsBench, ro
         f"P1 (forget zero..four), FIA fast, K = {settings.pairs}, {settings.saliency_steps} saliency steps of "
         f"{settings.steps}, r1 = {settings.r1}, alpha = {settings.alpha}; judged on {bench.n} images per digit, "
         f"seeds {list(bench.seeds)}, {bench.sample_steps} DDIM steps. 'random' prunes as many weights of every "
-        "layer as the 'digit' row of the same r2, chosen at random (seed 0). Relative = accuracy over the "
+        f"layer as the '{rows[1].contrast}' row of the same r2, chosen at random (seed 0). Relative = accuracy over the "
         "original's on the same digits.",
         "",
         "| contrast (base prompt) | r2 | pruned % | forget acc | preserve acc | forget rel. | preserve rel. |",

@@ -73,3 +73,23 @@ def test_saved_runs_refuse_mismatched_parts_and_foreign_files(tmp_path):
     foreign.write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="not a saved protocol run"):
         load_run(foreign)
+
+
+def test_random_control_prunes_as_many_weights_per_layer_and_leaves_the_source():
+    import torch
+
+    from bench.digits.diagnose import random_pruned_unet
+    from fia_engine import find_target_layers
+    from fia_engine.testing import tiny_unet
+
+    unet = tiny_unet()
+    layers = find_target_layers(unet)
+    counts = {layer.canonical: 3 + i for i, layer in enumerate(layers)}
+    like = type("Like", (), {"indices": {name: torch.arange(n) for name, n in counts.items()}})()
+    before = {layer.canonical: layer.module.weight.detach().clone() for layer in layers}
+    edited = random_pruned_unet(unet, like, seed=0)
+    for layer in find_target_layers(edited):
+        zeroed = int((layer.module.weight == 0).sum()) - int((before[layer.canonical] == 0).sum())
+        assert zeroed == counts[layer.canonical]
+    for layer in layers:
+        assert torch.equal(layer.module.weight, before[layer.canonical])
