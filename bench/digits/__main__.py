@@ -102,7 +102,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
             args.model, images_per_digit=args.p2_n, seeds=tuple(args.p2_seeds), sample_steps=args.sample_steps
         )
         p2 = run_protocol("P2", bench, [list(range(k)) for k in args.p2_k], groups)
-        plot = plot_p2(p2, Path(args.plot))
+        if args.report or not args.save:  # a saved part is plotted when `report` merges the parts
+            plot = plot_p2(p2, Path(args.plot))
     command = "python -m bench.digits " + " ".join(sys.argv[1:])
     settings_line = (
         f"FIA settings (frozen for this model): K = {settings.pairs} prompt pairs, {settings.saliency_steps} "
@@ -139,10 +140,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
     sections = []
     if args.p1:
-        run = merge([load_run(Path(p)) for p in args.p1])
+        run = merge([load_run(Path(p)) for p in args.p1], "P1")
         sections.append(p1_report(run.command, run.settings_line, run.result, run.threads))
     if args.p2:
-        run = merge([load_run(Path(p)) for p in args.p2])
+        run = merge([load_run(Path(p)) for p in args.p2], "P2")
         plot = plot_p2(run.result, Path(args.plot))
         command = f"{run.command} ; python -m bench.digits {' '.join(sys.argv[1:])}"
         sections.append(p2_report(command, run.settings_line, run.result, plot, run.threads))

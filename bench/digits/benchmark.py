@@ -141,15 +141,17 @@ def p1_report(command: str, settings_line: str, p1: ProtocolResult, threads: int
     return "\n".join(parts) + "\n"
 
 
-def p2_report(command: str, settings_line: str, p2: ProtocolResult, plot: Path, threads: int | None = None) -> str:
+def p2_report(
+    command: str, settings_line: str, p2: ProtocolResult, plot: Path | None, threads: int | None = None
+) -> str:
     parts = _preamble(P2_HEADING, command, settings_line, threads)
     parts += [
         f"Forget the first k digits, keep the rest; {p2.images_per_digit} images per digit x {len(p2.seeds)} seed(s).",
         "",
         p2_table(p2),
-        "",
-        f"![P2 curves]({plot.name})",
     ]
+    if plot:  # a part saved for `report` has no plot of its own
+        parts += ["", f"![P2 curves]({plot.name})"]
     return "\n".join(parts) + "\n"
 
 

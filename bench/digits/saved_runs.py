@@ -70,20 +70,26 @@ def load_run(path: Path) -> SavedRun:
         raise ValueError(f"{path}: not a readable saved protocol run ({error})") from error
     if data.get("format") != FORMAT:
         raise ValueError(f"{path}: not a saved protocol run (format {data.get('format')!r}, expected {FORMAT!r})")
-    result = ProtocolResult(
-        data["name"],
-        _row(data["original"]),
-        [_row(row) for row in data["rows"]],
-        data["images_per_digit"],
-        tuple(data["seeds"]),
-    )
-    return SavedRun(result, data["command"], data["settings_line"], data["threads"])
+    try:
+        result = ProtocolResult(
+            data["name"],
+            _row(data["original"]),
+            [_row(row) for row in data["rows"]],
+            data["images_per_digit"],
+            tuple(data["seeds"]),
+        )
+        return SavedRun(result, data["command"], data["settings_line"], data["threads"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path}: a saved protocol run with missing or damaged entries ({error!r})") from error
 
 
-def merge(runs: list[SavedRun]) -> SavedRun:
-    """One run from parts that split the forget sets; rows ordered by forget-set size."""
+def merge(runs: list[SavedRun], protocol: str) -> SavedRun:
+    """One run of ``protocol`` ("P1", "P2") from parts that split its forget sets; rows by forget-set size."""
     if not runs:
         raise ValueError("nothing to merge: give at least one saved run")
+    names = sorted({run.result.name for run in runs})
+    if names != [protocol]:
+        raise ValueError(f"expected saved {protocol} runs, got {', '.join(names)}")
     first = runs[0]
     for run in runs[1:]:
         same = (run.result.images_per_digit, run.result.seeds, run.settings_line) == (
@@ -94,6 +100,9 @@ def merge(runs: list[SavedRun]) -> SavedRun:
         if not same:
             raise ValueError("saved runs differ in images per digit, seeds or settings: they cannot be merged")
     rows = [row for run in runs for row in run.result.rows]
+    seen = [(row.method, tuple(row.forget)) for row in rows]
+    if len(set(seen)) != len(seen):
+        raise ValueError("saved runs repeat a method on the same forget set: give each part once")
     rows.sort(key=lambda row: len(row.forget))  # stable: methods keep their run order within one k
     result = ProtocolResult(
         first.result.name, first.result.original, rows, first.result.images_per_digit, first.result.seeds

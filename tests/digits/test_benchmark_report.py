@@ -55,7 +55,7 @@ def test_saved_runs_round_trip_and_merge_in_order_of_k(tmp_path):
     from bench.digits.saved_runs import load_run, merge, save_run
 
     late, early = save_run(_saved([3, 4]), tmp_path / "a.json"), save_run(_saved([1, 2]), tmp_path / "b.json")
-    merged = merge([load_run(late), load_run(early)])
+    merged = merge([load_run(late), load_run(early)], "P2")
     assert [len(r.forget) for r in merged.result.rows] == [1, 1, 2, 2, 3, 3, 4, 4]
     fia = [r for r in merged.result.rows if r.method == "FIA fast"]
     assert [round(r.accuracy[0, 0], 6) for r in fia] == [0.1, 0.2, 0.3, 0.4]
@@ -68,11 +68,19 @@ def test_saved_runs_refuse_mismatched_parts_and_foreign_files(tmp_path):
     from bench.digits.saved_runs import load_run, merge
 
     with pytest.raises(ValueError, match="cannot be merged"):
-        merge([_saved([1]), _saved([2], settings="FIA settings: K = 5")])
+        merge([_saved([1]), _saved([2], settings="FIA settings: K = 5")], "P2")
+    with pytest.raises(ValueError, match="repeat a method"):
+        merge([_saved([1, 2]), _saved([2])], "P2")
+    with pytest.raises(ValueError, match="expected saved P1 runs"):
+        merge([_saved([1])], "P1")
     foreign = tmp_path / "x.json"
     foreign.write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="not a saved protocol run"):
         load_run(foreign)
+    damaged = tmp_path / "y.json"
+    damaged.write_text('{"format": "fia-digits-protocol", "name": "P2"}')
+    with pytest.raises(ValueError, match="missing or damaged"):
+        load_run(damaged)
 
 
 def test_random_control_prunes_as_many_weights_per_layer_and_leaves_the_source():
