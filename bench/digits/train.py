@@ -154,8 +154,9 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
             )
         if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < cfg.steps:
             ema.swap()
+            # One folder per snapshot, so that every one can be checked after the run.
             save_model(
-                Path(cfg.snapshot_dir),
+                Path(cfg.snapshot_dir) / f"step-{step + 1}",
                 unet,
                 text_encoder,
                 tokenizer,
