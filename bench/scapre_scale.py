@@ -65,15 +65,21 @@ def random_token_rows(concepts: int, preserve: int, seed: int = 0) -> dict[str, 
     g = torch.Generator().manual_seed(seed)
     shared = torch.randn(CLIP_WIDTH, generator=g) * 0.6  # what every token state has in common
 
-    def prompts(count: int) -> torch.Tensor:
+    def prompts(count: int) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.randint(1, 4, (count,), generator=g) + 1  # 1-3 word tokens + the end token
         rows = shared + torch.randn(int(lengths.sum()), CLIP_WIDTH, generator=g) * 0.8
-        return rows * (28.0 / rows.norm(dim=1, keepdim=True))
+        return rows * (28.0 / rows.norm(dim=1, keepdim=True)), torch.repeat_interleave(torch.arange(count), lengths)
 
-    concept_rows = prompts(concepts)
+    concept_rows, concept_ids = prompts(concepts)
     empty = shared + 0.2 * torch.randn(len(concept_rows), CLIP_WIDTH, generator=g)
     empty = empty * (28.0 / empty.norm(dim=1, keepdim=True))
-    return {"concepts": concept_rows, "anchors": empty, "preserve": prompts(preserve), "empty": empty}
+    return {
+        "concepts": concept_rows,
+        "anchors": empty,
+        "preserve": prompts(preserve)[0],
+        "empty": empty,
+        "concept_ids": concept_ids,
+    }
 
 
 REPORT_HEADING = "## 7. ScaPre at Stable Diffusion 1.5 scale (issue 5)"
@@ -89,7 +95,13 @@ def time_edit(weights, rows, settings: ScaPreSettings, repeats: int, device: str
 
     def run():
         return compute_edit(
-            weights, on_device["concepts"], on_device["anchors"], on_device["preserve"], settings, on_device["empty"]
+            weights,
+            on_device["concepts"],
+            on_device["anchors"],
+            on_device["preserve"],
+            settings,
+            on_device["empty"],
+            concept_ids=on_device["concept_ids"],
         )
 
     run()  # warm-up: kernels, allocator

@@ -44,6 +44,7 @@ from ..fia_engine.scapre import (
     check_scale,
     compute_edit,
     find_cross_attention_projections,
+    row_owners,
     rows_at_positions,
     select_token_rows,
 )
@@ -411,6 +412,7 @@ def scapre_edit(
         settings,
         empty_tokens=rows_at_positions(empty_cond, lengths),
         metadata=metadata,
+        concept_ids=row_owners(lengths),  # one prompt per concept
     )
     tick()
     return edit

@@ -67,11 +67,19 @@ def scapre_group(modes: tuple[str, ...] = ("scapre", "uce")) -> MethodGroup:
     length here, so every edited position has its own anchor row.
     """
     from fia_engine.diffusers_runner import encode_prompts
-    from fia_engine.scapre import ScaPreSettings, compute_edit, find_cross_attention_projections, rows_at_positions
+    from fia_engine.scapre import (
+        ScaPreSettings,
+        compute_edit,
+        find_cross_attention_projections,
+        row_owners,
+        rows_at_positions,
+    )
     from fia_engine.scapre.runner import encode_token_rows
 
+    places = ("", *CONTEXTS)
+
     def prompts(words: list[str]) -> list[str]:
-        return [f"a handwritten {w} {c}".strip() for w in words for c in ("", *CONTEXTS)]
+        return [f"a handwritten {w} {c}".strip() for w in words for c in places]
 
     def run(bench: DigitsBench, forget: list[int]) -> dict[str, Edit]:
         components = bench.engine
@@ -93,6 +101,7 @@ def scapre_group(modes: tuple[str, ...] = ("scapre", "uce")) -> MethodGroup:
                 preserve_rows,
                 ScaPreSettings(mode=mode),
                 empty_tokens=empty_rows,
+                concept_ids=row_owners(lengths) // len(places),  # a digit's prompts are one concept
             )
             seconds = time.perf_counter() - start
             unet = copy.deepcopy(components.unet)

@@ -4,7 +4,8 @@ Pure PyTorch, like the rest of the engine. The public API, in order of use:
 
     find_cross_attention_projections(unet)      -> CrossAttentionTargets (to_k / to_v of every attn2)
     select_token_rows(embeddings, lengths)      -> the token rows the edit maps
-    compute_edit(weights, concepts, anchors, preserve, ScaPreSettings()) -> ScaPreEdit
+    row_owners(lengths)                         -> which prompt (concept) each of those rows came from
+    compute_edit(weights, concepts, anchors, preserve, ScaPreSettings(), concept_ids=...) -> ScaPreEdit
     ScaPreEdit.save / load / check_compatible / edited_weight / summary
     scapre_unlearn(folder, concepts, ...), apply_edit_to_folder(...)   (diffusers folders)
 
@@ -18,7 +19,7 @@ from .files import apply_edit_to_folder
 from .layers import CrossAttentionTarget, CrossAttentionTargets, find_cross_attention_projections
 from .runner import edit_components, scapre_unlearn
 from .settings import ScaPreSettings
-from .tokens import rows_at_positions, select_token_rows
+from .tokens import row_owners, rows_at_positions, select_token_rows
 
 __all__ = [
     "CrossAttentionTarget",
@@ -31,6 +32,7 @@ __all__ = [
     "compute_edit",
     "edit_components",
     "find_cross_attention_projections",
+    "row_owners",
     "rows_at_positions",
     "scapre_unlearn",
     "select_token_rows",

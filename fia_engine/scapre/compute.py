@@ -37,13 +37,16 @@ def compute_edit(
     settings: ScaPreSettings | None = None,
     empty_tokens: torch.Tensor | None = None,
     metadata: dict | None = None,
+    concept_ids: torch.Tensor | None = None,
 ) -> ScaPreEdit:
     """The ScaPre edit of ``weights`` (canonical name -> original W, d_out x d_in).
 
     concept_tokens (n x d_in) are mapped onto the outputs the original weights give
     anchor_tokens (n x d_in, the same token positions); preserve_tokens (m x d_in) keep their
     outputs; empty_tokens (the empty prompt's rows) label the row mask's "no concept" side
-    and default to the anchor rows.
+    and default to the anchor rows. concept_ids (n,) says which concept each concept row
+    belongs to (tokens.row_owners); the spectral step spares directions that only one concept
+    uses. Without it every row counts as a concept of its own.
     """
     settings = (settings or ScaPreSettings()).validate()
     width = _check_weights(weights)
@@ -63,7 +66,7 @@ def compute_edit(
     active = settings.active
     started = time.perf_counter()
 
-    weighting = spectral_weighting(concepts, settings.spectral_rho) if active["spectral"] else None
+    weighting = spectral_weighting(concepts, settings.spectral_rho, concept_ids) if active["spectral"] else None
     system = build_system(concepts, anchors, preserve, settings.preserve_weight, settings.ridge, weighting)
     gram_eigen = SymmetricEigen.of(system.gram) if active["sylvester"] else None
     layers, stats = {}, {}

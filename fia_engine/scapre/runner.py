@@ -21,7 +21,7 @@ from .compute import compute_edit
 from .edit import ScaPreEdit
 from .layers import find_cross_attention_projections
 from .settings import ScaPreSettings
-from .tokens import rows_at_positions, select_token_rows
+from .tokens import row_owners, rows_at_positions, select_token_rows
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def edit_components(
         settings,
         empty_tokens=empty_rows,
         metadata=metadata,
+        concept_ids=row_owners(lengths),  # one prompt per concept
     )
 
 

@@ -46,3 +46,9 @@ def rows_at_positions(embedding: torch.Tensor, lengths: list[int]) -> torch.Tens
     if single.dim() != 2:
         raise InvalidInputError(f"expected one prompt's embeddings (tokens, width), got shape {tuple(embedding.shape)}")
     return select_token_rows(single.unsqueeze(0).expand(len(lengths), -1, -1), lengths)
+
+
+def row_owners(lengths: list[int]) -> torch.Tensor:
+    """For the rows select_token_rows(embeddings, lengths) returns: the index of each row's prompt."""
+    counts = torch.tensor([int(length) - 1 for length in lengths])
+    return torch.repeat_interleave(torch.arange(len(lengths)), counts)

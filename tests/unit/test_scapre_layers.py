@@ -6,7 +6,7 @@ from torch import nn
 
 from fia_engine.errors import InvalidInputError, UnsupportedArchitectureError
 from fia_engine.layers import find_target_layers
-from fia_engine.scapre import find_cross_attention_projections, rows_at_positions, select_token_rows
+from fia_engine.scapre import find_cross_attention_projections, row_owners, rows_at_positions, select_token_rows
 from fia_engine.scapre.layers import diffusers_to_projection, projection_to_diffusers
 from fia_engine.testing import tiny_unet
 
@@ -121,6 +121,7 @@ def test_select_token_rows_skips_the_start_token_and_the_padding():
     assert rows.flatten().tolist() == [1.0, 2.0, 3.0, 7.0]
     anchor = torch.arange(6, dtype=torch.float32).reshape(1, 6, 1) + 100
     assert rows_at_positions(anchor, [4, 2]).flatten().tolist() == [101.0, 102.0, 103.0, 101.0]
+    assert row_owners([4, 2]).tolist() == [0, 0, 0, 1]  # the prompt each selected row came from
     with pytest.raises(InvalidInputError, match="at least the start and end token"):
         select_token_rows(embeddings, [1, 3])
     with pytest.raises(InvalidInputError, match="one per prompt"):
