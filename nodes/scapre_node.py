@@ -94,7 +94,8 @@ class FIAScaPreErase(io.ComfyNode):
                     min=0.01,
                     max=100.0,
                     step=0.01,
-                    tooltip="Cap of a direction's weight, in units of the median energy: lower damps more.",
+                    tooltip="How many concepts may pile onto one direction before it is damped to half: lower damps "
+                    "more. One concept alone is never damped by more than 1 / (1 + rho).",
                 ),
                 io.Boolean.Input(
                     "bures",

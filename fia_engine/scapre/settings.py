@@ -23,7 +23,7 @@ class ScaPreSettings:
     row_mask: bool = False  # off by default: as we read it, it stops the erasure (docs/scapre.md, measured)
     mask_power: float = 2.0  # p in sigmoid(z)^p
     spectral: bool = True
-    spectral_rho: float = 100.0  # cap of a concept direction's weight, in units of the median sigma^2
+    spectral_rho: float = 10.0  # cap in units of one concept's energy: ~rho concepts on a direction halve it
     bures: bool = True
     bures_eta: float = 0.1  # proximal weight: the edited row moves 1 / (1 + eta) of the way
     entropy_blend: bool = False  # needs the row mask's distribution; off with it

@@ -6,18 +6,14 @@ value, so in the plain least squares it outweighs the preserve and ridge terms a
 whole edit bends toward it: many concepts then conflict along one direction. ScaPre
 weights the concept term in the singular basis,
 
-    || Phi^1/2 U^T (E_c X - R) ||^2
-    phi_k = rho * m / (w_k * s_k^2 + rho * m),   m = median(s^2),
+    || Phi^1/2 U^T (E_c X - R) ||^2,     phi(s) = rho * e / (s^2 + rho * e),
 
-so a shared direction's effective energy w_k s_k^2 phi_k is softly capped at rho * m.
-
-w_k in [0, 1] says how many concepts share direction k (our reading of "against conflicts
-between many concepts"): with q_ck the share of direction k's energy that concept c's rows
-carry (sum_c q_ck = 1), the effective number of concepts along it is p_k = 1 / sum_c q_ck^2
-(1 to C), and w_k = (p_k - 1) / (C - 1). A direction that belongs to one concept (w = 0) keeps
-its full weight however strong it is, so a lone concept is erased as by the plain closed
-form, and a direction that all concepts share equally (w = 1) is capped. Without concept
-labels every token row counts as a concept of its own.
+so a direction's effective energy s^2 * phi(s) is softly capped at rho * e. The unit e is
+the energy one concept can put into a direction on its own: the mean over concepts of the
+largest squared singular value of that concept's rows (our reading; docs/scapre.md). A
+direction only exceeds it when several concepts pile onto it, so a lone concept keeps
+nearly its whole weight (phi = rho / (1 + rho) at most), and a direction shared by about
+rho concepts is halved. Without concept labels every token row counts as a concept.
 It is still a weighted least-squares problem: its rows are T E_c with T = Phi^1/2 U^T.
 """
 
@@ -28,24 +24,17 @@ import torch
 from ..errors import InvalidInputError
 
 
-def spectral_filter(sigma: torch.Tensor, rho: float, sharing: torch.Tensor | None = None) -> torch.Tensor:
-    """phi = rho * median(s^2) / (w * s^2 + rho * median(s^2)); w = 1 everywhere unless given."""
-    energy = sigma.square()
-    cap = rho * energy.median()
-    shared_energy = energy if sharing is None else sharing * energy
-    return cap / (shared_energy + cap)
+def spectral_filter(sigma: torch.Tensor, rho: float, unit: torch.Tensor | float) -> torch.Tensor:
+    """phi(s) = rho * unit / (s^2 + rho * unit): a smooth cap of s^2 * phi(s) at rho * unit."""
+    cap = rho * torch.as_tensor(unit, dtype=sigma.dtype, device=sigma.device)
+    return cap / (sigma.square() + cap)
 
 
-def concept_sharing(u: torch.Tensor, concept_ids: torch.Tensor) -> torch.Tensor:
-    """w_k = (p_k - 1) / (C - 1), p_k the effective number of concepts along column k of U."""
-    _, owners = torch.unique(concept_ids, return_inverse=True)
-    count = int(owners.max()) + 1
-    if count == 1:
-        return torch.zeros(u.shape[1], dtype=u.dtype, device=u.device)
-    shares = torch.zeros(count, u.shape[1], dtype=u.dtype, device=u.device)
-    shares.index_add_(0, owners.to(u.device), u.square())  # columns of U are unit: each column sums to 1
-    effective = 1.0 / shares.square().sum(dim=0)
-    return ((effective - 1.0) / (count - 1)).clamp(0.0, 1.0)
+def concept_energy(concepts: torch.Tensor, concept_ids: torch.Tensor) -> torch.Tensor:
+    """The mean over concepts of the largest squared singular value of each concept's rows."""
+    _, owners = torch.unique(concept_ids.to(concepts.device), return_inverse=True)
+    tops = [torch.linalg.matrix_norm(concepts[owners == c], ord=2) for c in range(int(owners.max()) + 1)]
+    return torch.stack(tops).square().mean()
 
 
 def spectral_weighting(
@@ -68,5 +57,5 @@ def spectral_weighting(
     u, sigma, _ = torch.linalg.svd(concepts, full_matrices=False)
     keep = sigma > tol * sigma.max().clamp_min(torch.finfo(sigma.dtype).tiny)
     u, sigma = u[:, keep], sigma[keep]
-    phi = spectral_filter(sigma, rho, concept_sharing(u, concept_ids))
+    phi = spectral_filter(sigma, rho, concept_energy(concepts, concept_ids))
     return phi.sqrt().unsqueeze(1) * u.T

@@ -14,7 +14,7 @@ from fia_engine.scapre import LayerDelta, ScaPreSettings, compute_edit
 from fia_engine.scapre.geometry import blend_factor, bures_distance, bures_proximal, bures_step, normalised_entropy
 from fia_engine.scapre.row_mask import information_row_mask, row_mutual_information, soft_row_mask
 from fia_engine.scapre.solve import build_system, closed_form_delta
-from fia_engine.scapre.spectral import concept_sharing, spectral_filter, spectral_weighting
+from fia_engine.scapre.spectral import concept_energy, spectral_filter, spectral_weighting
 from fia_engine.scapre.sylvester import output_gram, solve_sylvester
 
 OFF = dict(row_mask=False, spectral=False, bures=False, entropy_blend=False)
@@ -52,50 +52,37 @@ def test_uce_closed_form_equals_least_squares(problem):
 
 
 def test_spectral_filter_by_hand():
-    # s^2 = 1, 4, 9; median 4; rho = 1: phi = 4/5, 4/8, 4/13
-    phi = spectral_filter(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), rho=1.0)
+    # s^2 = 1, 4, 9; unit 4; rho = 1: phi = 4/5, 4/8, 4/13
+    phi = spectral_filter(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), rho=1.0, unit=4.0)
     torch.testing.assert_close(phi, torch.tensor([4 / 5, 4 / 8, 4 / 13], dtype=torch.float64))
 
 
-def test_spectral_filter_caps_only_the_shared_part_of_the_energy():
-    # s^2 = 1, 4, 9; median 4; rho = 1; w = 0, 1, 0.5: phi = 4/4, 4/8, 4/8.5
-    sigma = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
-    phi = spectral_filter(sigma, rho=1.0, sharing=torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64))
-    torch.testing.assert_close(phi, torch.tensor([1.0, 4 / 8, 4 / 8.5], dtype=torch.float64))
-
-
-def test_concept_sharing_by_hand():
-    # Columns of U: one concept's only (w 0), both concepts' equally (p 2, w 1), 3/4 vs 1/4 (p 1.6, w 0.6).
-    root = math.sqrt
-    u = torch.tensor([[1.0, root(0.5), root(0.75)], [0.0, root(0.5), 0.0], [0.0, 0.0, root(0.25)]], dtype=torch.float64)
-    ids = torch.tensor([0, 1, 1])
-    torch.testing.assert_close(concept_sharing(u, ids), torch.tensor([0.0, 1.0, 0.6], dtype=torch.float64))
-    # one concept: nothing is shared, whatever U is
-    assert torch.equal(concept_sharing(u, torch.tensor([7, 7, 7])), torch.zeros(3, dtype=torch.float64))
+def test_concept_energy_by_hand():
+    # concept 0: rows (3, 0) and (0, 1): top s^2 = 9; concept 1: rows (1, 1) and (1, 1): top s^2 = 4. Mean 6.5.
+    rows = torch.tensor([[3.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    assert float(concept_energy(rows, torch.tensor([0, 1, 0, 1]))) == pytest.approx(6.5)
+    # every row its own concept: the mean squared row norm
+    assert float(concept_energy(rows, torch.arange(4))) == pytest.approx((9 + 2 + 1 + 2) / 4)
 
 
 def test_spectral_weighting_is_the_filter_in_the_singular_basis(problem):
     c = problem["c"]
     ids = torch.tensor([0, 0, 1])
     u, sigma, _ = torch.linalg.svd(c, full_matrices=False)
-    energy = sigma**2
-    share = torch.stack([u[:2].square().sum(0), u[2].square()])
-    sharing = (1.0 / share.square().sum(0) - 1.0) / (2 - 1)
-    phi = 2.0 * energy.median() / (sharing * energy + 2.0 * energy.median())
+    unit = (torch.linalg.matrix_norm(c[:2], ord=2) ** 2 + c[2].square().sum()) / 2
+    phi = 2.0 * unit / (sigma**2 + 2.0 * unit)
     torch.testing.assert_close(spectral_weighting(c, rho=2.0, concept_ids=ids), phi.sqrt()[:, None] * u.T)
 
 
-def test_spectral_weighting_leaves_a_lone_concept_alone(problem):
-    """One concept has no conflicts to soften: its edit is the plain closed form's."""
-    w, c, a, p = problem.values()
+def test_spectral_weighting_barely_touches_a_lone_concept(problem):
+    """No direction of one concept's rows exceeds that concept's own energy: phi >= rho / (1 + rho)."""
+    c = problem["c"]
     alone = torch.zeros(len(c), dtype=torch.long)
-    spectral = ScaPreSettings(preserve_weight=0.7, ridge=0.3, spectral_rho=0.5, **{**OFF, "spectral": True})
-    plain = compute_edit({"x.to_k": w}, c, a, p, ScaPreSettings(preserve_weight=0.7, ridge=0.3, **OFF))
-    lone = compute_edit({"x.to_k": w}, c, a, p, spectral, concept_ids=alone)
-    assert relative_error(lone.delta("x.to_k").double(), plain.delta("x.to_k").double()) < 1e-5
-    # the same rows read as three concepts are weighted, and the edit changes
-    three = compute_edit({"x.to_k": w}, c, a, p, spectral, concept_ids=torch.arange(len(c)))
-    assert relative_error(three.delta("x.to_k").double(), plain.delta("x.to_k").double()) > 1e-3
+    weights = spectral_weighting(c, rho=10.0, concept_ids=alone).square().sum(dim=1)  # phi per direction
+    assert float(weights.min()) >= 10.0 / 11.0 - 1e-12
+    # the same rows read as three concepts of one row each: the strong directions now exceed one concept's energy
+    three = spectral_weighting(c, rho=10.0, concept_ids=torch.arange(len(c))).square().sum(dim=1)
+    assert float(three.min()) < float(weights.min())
 
 
 def test_spectral_weighting_refuses_concept_ids_of_the_wrong_length(problem):
