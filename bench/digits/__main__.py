@@ -53,9 +53,9 @@ def _cmd_check_model(args: argparse.Namespace) -> None:
     from .check import WORDINGS, check_model
     from .data import DIGIT_WORDS
 
-    result = check_model(args.model, n=args.n, seed=args.seed, steps=args.steps, cfg=args.cfg)
+    result = check_model(args.model, n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg)
     print(
-        f"check-model: {result.images_per_digit} images per digit, seed {args.seed}, "
+        f"check-model: {result.images_per_digit} images per digit and seed, seeds {args.seeds}, "
         f"{args.steps} DDIM steps, cfg {args.cfg}"
     )
     print(f"{'digit':<8}accuracy")
@@ -63,6 +63,8 @@ def _cmd_check_model(args: argparse.Namespace) -> None:
         print(f"{word:<8}{accuracy:.3f}")
     for wording in WORDINGS:
         print(f"wording {wording!r}: {result.per_wording[wording]:.3f}")
+    for seed, mean in result.per_seed.items():
+        print(f"seed {seed}: mean over digits {mean:.3f}")
     print(f"mean over digits: {result.mean:.3f}")
 
 
@@ -201,6 +203,7 @@ def _cmd_diagnose_fia(args: argparse.Namespace) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     from .diagnose import CONTRASTS
+    from .sampling import DEFAULT_STEPS
     from .unlearning import FiaSettings
 
     FIA_DEFAULTS = FiaSettings()  # noqa: N806  (read-only defaults for the help texts)
@@ -210,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="unlearn two digits at once; print before/after and write a grid")
     p.add_argument("--forget", default="zero, eight", help="digit words, comma-separated")
     p.add_argument("--n", type=int, default=8, help="images per digit")
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps of the samples")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="DDIM steps of the samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/demo")
     p.set_defaults(func=_cmd_demo)
@@ -230,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--p2-n", type=int, default=50, help="P2 images per digit and seed")
     p.add_argument("--p2-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--p2-k", type=int, nargs="+", default=list(range(1, 10)), help="forget sizes of P2")
-    p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps of the judged samples")
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS, help="DDIM steps of the judged samples")
     p.add_argument("--pairs", type=int, default=FIA_DEFAULTS.pairs, help="FIA prompt pairs per concept")
     p.add_argument("--r2", type=float, default=FIA_DEFAULTS.r2)
     p.add_argument("--alpha", type=float, default=FIA_DEFAULTS.alpha)
@@ -251,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, nargs="+", default=[2, 5, 10, 20])
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--report", default="")
     p.set_defaults(func=_cmd_sweep_pairs)
 
@@ -261,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--contrasts", nargs="+", default=list(CONTRASTS), choices=list(CONTRASTS))
     p.add_argument("--n", type=int, default=10, help="images per digit and seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--sample-steps", type=int, default=12)
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--report", default="")
     p.set_defaults(func=_cmd_diagnose_fia)
 
@@ -290,6 +293,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-model", help="judge samples of every digit, several wordings")
     _add_sampling_args(p, n=20)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="noise seeds, pooled")
     p.set_defaults(func=_cmd_check_model)
     return parser
 

@@ -19,9 +19,10 @@ WORDINGS = ("a handwritten {word}", "the digit {word}", "a handwritten {word} {c
 
 @dataclass
 class CheckResult:
-    per_digit: list[float]  # accuracy per digit, all wordings pooled
+    per_digit: list[float]  # accuracy per digit, all wordings and seeds pooled
     per_wording: dict[str, float]
-    images_per_digit: int
+    per_seed: dict[int, float]  # mean over digits, per seed
+    images_per_digit: int  # per seed
 
     @property
     def mean(self) -> float:
@@ -45,16 +46,24 @@ def plan(n: int) -> tuple[list[str], list[int], list[int], list[int]]:
 
 
 def check_model(
-    model_dir, n: int = 20, seed: int = 0, steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG
+    model_dir, n: int = 20, seeds: tuple[int, ...] = (0,), steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG
 ) -> CheckResult:
     components = load_components(model_dir)
     judge = load_judge()
     prompts, noise_ids, digits, wordings = plan(n)
-    images = sample_pairs(components, prompts, noise_ids, seed, steps=steps, cfg=cfg)
-    correct = judge.predict(images) == np.asarray(digits)
     digits, wordings = np.asarray(digits), np.asarray(wordings)
+    correct = {}
+    for seed in seeds:
+        images = sample_pairs(components, prompts, noise_ids, seed, steps=steps, cfg=cfg)
+        correct[seed] = judge.predict(images) == digits
+    pooled = np.concatenate(list(correct.values()))
+    all_digits, all_wordings = np.tile(digits, len(seeds)), np.tile(wordings, len(seeds))
     return CheckResult(
-        per_digit=[float(correct[digits == d].mean()) for d in range(len(DIGIT_WORDS))],
-        per_wording={wording: float(correct[wordings == w].mean()) for w, wording in enumerate(WORDINGS)},
+        per_digit=[float(pooled[all_digits == d].mean()) for d in range(len(DIGIT_WORDS))],
+        per_wording={wording: float(pooled[all_wordings == w].mean()) for w, wording in enumerate(WORDINGS)},
+        per_seed={
+            seed: float(np.mean([hits[digits == d].mean() for d in range(len(DIGIT_WORDS))]))
+            for seed, hits in correct.items()
+        },
         images_per_digit=n * len(WORDINGS),
     )

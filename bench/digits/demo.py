@@ -20,7 +20,7 @@ from PIL import Image
 
 from .data import DIGIT_WORDS
 from .methods import SCAPRE, UCE, fia_group, scapre_group
-from .sampling import generate, grid
+from .sampling import DEFAULT_STEPS, generate, grid
 from .unlearning import EVAL_PROMPT, DigitsBench, FiaSettings
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ FIA = "FIA fast"
 COLUMNS = {"before": "before", FIA: "FIA", SCAPRE: "ScaPre", UCE: "closed"}
 
 
-def run_demo(forget: list[int], out: Path, images: int = 8, steps: int = 20, seed: int = 0) -> str:
+def run_demo(forget: list[int], out: Path, images: int = 8, steps: int = DEFAULT_STEPS, seed: int = 0) -> str:
     started = time.perf_counter()
     bench = DigitsBench(images_per_digit=images, seeds=(seed,), sample_steps=steps)
     edits = fia_group(FiaSettings(), modes=("fast",), union=False)(bench, forget)

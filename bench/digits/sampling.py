@@ -17,8 +17,11 @@ from .tokenizer import encode, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STEPS = 50
-DEFAULT_CFG = 3.0
+# Measured on model v4 (check-model, 40 images per digit): 12 DDIM steps at cfg 2 draw the asked
+# digit 0.904 of the time, against 0.880 at 20 steps and 0.836 at cfg 3; more steps or more
+# guidance than this small model was trained for make its digits worse, not better.
+DEFAULT_STEPS = 12
+DEFAULT_CFG = 2.0
 DEFAULT_BATCH = 128
 
 

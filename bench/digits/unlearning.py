@@ -30,7 +30,7 @@ from fia_engine.masks import FIAMask
 from . import MODEL_DIR
 from .data import CONTEXTS, DIGIT_WORDS
 from .judge import load_judge
-from .sampling import DEFAULT_CFG, generate, load_components
+from .sampling import DEFAULT_CFG, DEFAULT_STEPS, generate, load_components
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class DigitsBench:
         model_dir=MODEL_DIR,
         images_per_digit: int = 50,
         seeds: tuple[int, ...] = (0, 1, 2),
-        sample_steps: int = 50,
+        sample_steps: int = DEFAULT_STEPS,
     ):
         self.model_dir = model_dir
         self.sampling = load_components(model_dir)
