@@ -201,6 +201,23 @@ def _cmd_diagnose_fia(args: argparse.Namespace) -> None:
         write_section(Path(args.report), section)
 
 
+def _cmd_mask_oracle(args: argparse.Namespace) -> None:
+    import sys
+
+    from .benchmark import P1_FORGET, write_section
+    from .mask_oracle import OracleSettings, oracle_report, run_oracle
+    from .unlearning import DigitsBench, FiaSettings
+
+    bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
+    settings = OracleSettings(steps=args.steps, sparsity=args.sparsity, seed=args.seed)
+    fia = FiaSettings(r2=args.fia_r2)
+    rows = run_oracle(bench, P1_FORGET, settings, tuple(args.layers), fia)
+    section = oracle_report("python -m bench.digits " + " ".join(sys.argv[1:]), settings, bench, rows, fia)
+    print(section)
+    if args.report:
+        write_section(Path(args.report), section)
+
+
 def _parser() -> argparse.ArgumentParser:
     from .diagnose import CONTRASTS
     from .sampling import DEFAULT_STEPS
@@ -267,6 +284,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--report", default="")
     p.set_defaults(func=_cmd_diagnose_fia)
+
+    from .mask_oracle import LAYER_SETS, OracleSettings
+
+    ORACLE_DEFAULTS = OracleSettings()  # noqa: N806
+    p = sub.add_parser("mask-oracle", help="P1 with a mask LEARNED on FFN2 (and on to_v, the control), next to FIA")
+    p.add_argument("--model", default=str(MODEL_DIR))
+    p.add_argument("--layers", nargs="+", default=list(LAYER_SETS), choices=list(LAYER_SETS))
+    p.add_argument("--steps", type=int, default=ORACLE_DEFAULTS.steps, help="optimiser steps per layer set")
+    p.add_argument("--sparsity", type=float, default=ORACLE_DEFAULTS.sparsity)
+    p.add_argument("--seed", type=int, default=ORACLE_DEFAULTS.seed, help="seed of the mask's training")
+    p.add_argument("--fia-r2", type=float, default=0.03, help="r2 of the FIA row shown next to the learned FFN2 mask")
+    p.add_argument("--n", type=int, default=20, help="images per digit and seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--report", default="")
+    p.set_defaults(func=_cmd_mask_oracle)
 
     p = sub.add_parser("train", help="train the model from scratch (CPU, seeded)")
     p.add_argument("--steps", type=int, default=2000)
