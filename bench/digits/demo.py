@@ -5,7 +5,8 @@ ScaPre and its plain closed form (UCE-like; both edit the cross-attention keys a
 The command prints the judge's accuracy per digit before and after each, and writes a grid
 image: one row per digit; the original model's samples, then FIA's, ScaPre's and the
 closed form's, each started from the same noise so that the panels compare image by image.
-On this model only the closed form erases two digits (bench/RESULTS.md sections 3, 4, 8).
+On this model ScaPre and the closed form erase the two digits and FIA does not
+(bench/RESULTS.md sections 3, 4, 8, 9).
 """
 
 from __future__ import annotations
