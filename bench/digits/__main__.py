@@ -175,12 +175,15 @@ def _cmd_sweep_pairs(args: argparse.Namespace) -> None:
         write_section(Path(args.report), section)
 
 
-def _add_sampling_args(p: argparse.ArgumentParser, n: int) -> None:
+def _add_sampling_args(p: argparse.ArgumentParser, n: int, many_seeds: bool = False) -> None:
     from .sampling import DEFAULT_CFG, DEFAULT_STEPS
 
     p.add_argument("--model", default=str(MODEL_DIR))
     p.add_argument("--n", type=int, default=n)
-    p.add_argument("--seed", type=int, default=0)
+    if many_seeds:
+        p.add_argument("--seeds", type=int, nargs="+", default=[0], help="noise seeds, pooled")
+    else:
+        p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--cfg", type=float, default=DEFAULT_CFG)
 
@@ -220,10 +223,12 @@ def _cmd_mask_oracle(args: argparse.Namespace) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     from .diagnose import CONTRASTS
+    from .mask_oracle import LAYER_SETS, OracleSettings
     from .sampling import DEFAULT_STEPS
     from .unlearning import FiaSettings
 
     FIA_DEFAULTS = FiaSettings()  # noqa: N806  (read-only defaults for the help texts)
+    ORACLE_DEFAULTS = OracleSettings()  # noqa: N806
     parser = argparse.ArgumentParser(prog="python -m bench.digits", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -285,9 +290,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="")
     p.set_defaults(func=_cmd_diagnose_fia)
 
-    from .mask_oracle import LAYER_SETS, OracleSettings
-
-    ORACLE_DEFAULTS = OracleSettings()  # noqa: N806
     p = sub.add_parser("mask-oracle", help="P1 with a mask LEARNED on FFN2 (and on to_v, the control), next to FIA")
     p.add_argument("--model", default=str(MODEL_DIR))
     p.add_argument("--layers", nargs="+", default=list(LAYER_SETS), choices=list(LAYER_SETS))
@@ -325,8 +327,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_judge_accuracy)
 
     p = sub.add_parser("check-model", help="judge samples of every digit, several wordings")
-    _add_sampling_args(p, n=20)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="noise seeds, pooled")
+    _add_sampling_args(p, n=20, many_seeds=True)
     p.set_defaults(func=_cmd_check_model)
     return parser
 

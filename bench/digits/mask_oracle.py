@@ -131,40 +131,45 @@ class _Batches:
         return to_latent(torch.stack(canvases)), concept_prompts, base_prompts
 
 
-def _forget_error(unet, text_encoder, tokenizer, scheduler, batch, t, noise) -> torch.Tensor:
-    """Per image: how far ``unet`` on the asked prompts is from the teacher on the wanted prompts."""
-    clean, asked_prompts, wanted_prompts, teacher = batch
-    noisy = scheduler.add_noise(clean, noise, t)
-    with torch.no_grad():  # only the gates learn
-        asked = text_encoder(encode(tokenizer, asked_prompts))[0]
-        wanted = text_encoder(encode(tokenizer, wanted_prompts))[0]
-        target = teacher(noisy, t, wanted).sample
-    return (unet(noisy, t, asked).sample - target).square().mean(dim=(1, 2, 3))
+class _Distillation:
+    """One batch of the objective: noisy images, the asked prompts, the teacher's wanted prediction."""
+
+    def __init__(self, bench: DigitsBench, clean, asked_prompts, wanted_prompts, t, noise):
+        teacher, text_encoder, tokenizer, scheduler = bench.sampling
+        self.noisy, self.t = scheduler.add_noise(clean, noise, t), t
+        with torch.no_grad():  # only the gates learn
+            self.asked = text_encoder(encode(tokenizer, asked_prompts))[0]
+            wanted = text_encoder(encode(tokenizer, wanted_prompts))[0]
+            self.target = teacher(self.noisy, t, wanted).sample
+
+    def errors(self, unet: torch.nn.Module) -> torch.Tensor:
+        """Per image: how far ``unet`` on the asked prompts is from the teacher on the wanted ones."""
+        return (unet(self.noisy, self.t, self.asked).sample - self.target).square().mean(dim=(1, 2, 3))
 
 
 def learn_mask(bench: DigitsBench, forget: list[int], layer_set: str, settings: OracleSettings):
     """Train gates on a copy of the bench's UNet; returns (pruned UNet copy, pruned fraction, objective left)."""
     torch.manual_seed(settings.seed)
-    original, text_encoder, tokenizer, scheduler = bench.sampling
+    original, scheduler = bench.sampling.unet, bench.sampling.scheduler
     unet = copy.deepcopy(original).requires_grad_(False)
     kept = [d for d in range(10) if d not in forget]
     batches = _Batches(settings.seed)
     gates = _Gates(masked_linears(unet, layer_set), settings.init_logit)
     optimiser = torch.optim.Adam(list(gates.logits.values()), lr=settings.lr)
-    n, steps_t = settings.batch, (settings.t_min, scheduler.config.num_train_timesteps)
+    n, t_range = settings.batch, (settings.t_min, scheduler.config.num_train_timesteps)
     started = time.perf_counter()
     with gates:
         for step in range(settings.steps):
             forget_x, forget_prompts, base_prompts = batches.draw(forget, n)
             keep_x, keep_prompts, _ = batches.draw(kept, n)
             clean = torch.cat([forget_x, keep_x])
-            t = torch.randint(*steps_t, (2 * n,))
+            t = torch.randint(*t_range, (2 * n,))
             noise = torch.randn_like(clean)
             # The teacher is the bench's own UNet, which carries no gates.
-            batch = (clean, forget_prompts + keep_prompts, base_prompts + keep_prompts, original)
+            batch = _Distillation(bench, clean, forget_prompts + keep_prompts, base_prompts + keep_prompts, t, noise)
             with torch.no_grad():
-                reference = _forget_error(original, text_encoder, tokenizer, scheduler, batch, t, noise)[:n].mean()
-            error = _forget_error(unet, text_encoder, tokenizer, scheduler, batch, t, noise)
+                reference = batch.errors(original)[:n].mean()
+            error = batch.errors(unet)
             # Both terms in units of what the unmasked model gets wrong on the forget prompts.
             loss = (error[:n].mean() + error[n:].mean()) / reference + settings.sparsity * gates.closed_share()
             optimiser.zero_grad(set_to_none=True)
@@ -189,15 +194,12 @@ def learn_mask(bench: DigitsBench, forget: list[int], layer_set: str, settings: 
 @torch.no_grad()
 def objective_left(bench: DigitsBench, unet: torch.nn.Module, forget: list[int], settings: OracleSettings) -> float:
     """Forget error of ``unet`` over the original's, on fresh images (1: the edit moved nothing)."""
-    original, text_encoder, tokenizer, scheduler = bench.sampling
     generator = torch.Generator().manual_seed(settings.seed + 1)
     clean, asked, wanted = _Batches(settings.seed + 1).draw(forget, 4 * settings.batch)
-    t = torch.randint(settings.t_min, scheduler.config.num_train_timesteps, (len(clean),), generator=generator)
-    noise = torch.randn(clean.shape, generator=generator)
-    batch = (clean, asked, wanted, original)
-    edited = _forget_error(unet, text_encoder, tokenizer, scheduler, batch, t, noise).mean()
-    untouched = _forget_error(original, text_encoder, tokenizer, scheduler, batch, t, noise).mean()
-    return float(edited / untouched)
+    steps = bench.sampling.scheduler.config.num_train_timesteps
+    t = torch.randint(settings.t_min, steps, (len(clean),), generator=generator)
+    batch = _Distillation(bench, clean, asked, wanted, t, torch.randn(clean.shape, generator=generator))
+    return float(batch.errors(unet).mean() / batch.errors(bench.sampling.unet).mean())
 
 
 def pruned_sets(unet: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ from .layers import weight_mean_abs
 from .row_mask import information_row_mask
 from .settings import ScaPreSettings
 from .solve import build_system
-from .spectral import spectral_weighting
+from .spectral import check_concept_ids, spectral_weighting
 from .sylvester import SymmetricEigen, output_gram, solve_sylvester
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ def compute_edit(
     anchor_tokens (n x d_in, the same token positions); preserve_tokens (m x d_in) keep their
     outputs; empty_tokens (the empty prompt's rows) label the row mask's "no concept" side
     and default to the anchor rows. concept_ids (n,) says which concept each concept row
-    belongs to (tokens.row_owners); the spectral step spares directions that only one concept
-    uses. Without it every row counts as a concept of its own.
+    belongs to (tokens.row_owners); the spectral step measures its cap in one concept's own
+    energy. Without it every row counts as a concept of its own.
     """
     settings = (settings or ScaPreSettings()).validate()
     width = _check_weights(weights)
@@ -60,6 +60,7 @@ def compute_edit(
             f"anchor token rows {tuple(anchors.shape)} must match the concept rows {tuple(concepts.shape)} "
             "(the anchor taken at the concept's token positions)"
         )
+    concept_ids = check_concept_ids(concept_ids, len(concepts))
     preserve = _tokens("preserve", preserve_tokens, width).to(**place)
     empty = _tokens("empty", empty_tokens, width)
     references = empty.to(**place) if empty.numel() else anchors

@@ -12,8 +12,8 @@ so a direction's effective energy s^2 * phi(s) is softly capped at rho * e. The 
 the energy one concept can put into a direction on its own: the mean over concepts of the
 largest squared singular value of that concept's rows (our reading; docs/scapre.md). A
 direction only exceeds it when several concepts pile onto it, so a lone concept keeps
-nearly its whole weight (phi = rho / (1 + rho) at most), and a direction shared by about
-rho concepts is halved. Without concept labels every token row counts as a concept.
+nearly its whole weight (phi >= rho / (1 + rho)), and a direction shared by about rho
+concepts is halved. Without concept labels every token row counts as a concept.
 It is still a weighted least-squares problem: its rows are T E_c with T = Phi^1/2 U^T.
 """
 
@@ -37,6 +37,19 @@ def concept_energy(concepts: torch.Tensor, concept_ids: torch.Tensor) -> torch.T
     return torch.stack(tops).square().mean()
 
 
+def check_concept_ids(concept_ids, rows: int) -> torch.Tensor:
+    """One integer concept id per concept token row; None: every row a concept of its own."""
+    if concept_ids is None:
+        return torch.arange(rows)
+    concept_ids = torch.as_tensor(concept_ids)
+    if concept_ids.shape != (rows,) or concept_ids.is_floating_point() or concept_ids.is_complex():
+        raise InvalidInputError(
+            f"concept ids must name one concept (an integer) per concept token row: got shape "
+            f"{tuple(concept_ids.shape)} ({concept_ids.dtype}) for {rows} rows"
+        )
+    return concept_ids
+
+
 def spectral_weighting(
     concepts: torch.Tensor, rho: float, concept_ids: torch.Tensor | None = None, tol: float = 1e-7
 ) -> torch.Tensor:
@@ -46,14 +59,7 @@ def spectral_weighting(
     Directions with a singular value below tol * largest are left out: E_c X cannot reach
     them, so they add only a constant to the objective.
     """
-    if concept_ids is None:
-        concept_ids = torch.arange(len(concepts))
-    concept_ids = torch.as_tensor(concept_ids)
-    if concept_ids.shape != (len(concepts),):
-        raise InvalidInputError(
-            f"concept ids must name one concept per concept token row: got shape {tuple(concept_ids.shape)} "
-            f"for {len(concepts)} rows"
-        )
+    concept_ids = check_concept_ids(concept_ids, len(concepts))
     u, sigma, _ = torch.linalg.svd(concepts, full_matrices=False)
     keep = sigma > tol * sigma.max().clamp_min(torch.finfo(sigma.dtype).tiny)
     u, sigma = u[:, keep], sigma[keep]

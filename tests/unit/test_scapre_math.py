@@ -85,9 +85,12 @@ def test_spectral_weighting_barely_touches_a_lone_concept(problem):
     assert float(three.min()) < float(weights.min())
 
 
-def test_spectral_weighting_refuses_concept_ids_of_the_wrong_length(problem):
-    with pytest.raises(InvalidInputError, match="one concept per concept token row"):
-        spectral_weighting(problem["c"], rho=1.0, concept_ids=torch.tensor([0, 1]))
+def test_concept_ids_of_the_wrong_length_or_kind_are_refused(problem):
+    w, c, a, p = problem.values()
+    with pytest.raises(InvalidInputError, match="one concept .* per concept token row"):
+        spectral_weighting(c, rho=1.0, concept_ids=torch.tensor([0, 1]))
+    with pytest.raises(InvalidInputError, match="one concept .* per concept token row"):
+        compute_edit({"x.to_k": w}, c, a, p, ScaPreSettings(mode="uce"), concept_ids=torch.tensor([0.0, 1.0, 2.0]))
 
 
 def test_spectral_form_equals_its_weighted_least_squares(problem):
