@@ -14,7 +14,7 @@ import time
 
 from .errors import FIAError, InvalidInputError
 from .localize import check_ratio
-from .scapre.settings import ScaPreSettings
+from .scapre.settings import MASK_FORMS, ScaPreSettings
 
 logger = logging.getLogger("fia_engine.cli")
 
@@ -98,16 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     scapre.add_argument("--mode", default=defaults.mode, choices=["scapre", "uce"], help="uce = closed form only")
     scapre.add_argument("--preserve-weight", type=float, default=defaults.preserve_weight, help="lam (%(default)s)")
     scapre.add_argument("--ridge", type=float, default=defaults.ridge, help="gamma (%(default)s)")
-    scapre.add_argument("--no-row-mask", action="store_true", help="edit all rows alike")
-    scapre.add_argument("--mask-power", type=float, default=defaults.mask_power, help="p (%(default)s)")
-    scapre.add_argument("--no-spectral", action="store_true", help="no spectral weighting of the concept term")
-    scapre.add_argument("--spectral-rho", type=float, default=defaults.spectral_rho, help="rho (%(default)s)")
-    scapre.add_argument("--no-bures", action="store_true", help="no Bures proximal step")
-    scapre.add_argument("--bures-eta", type=float, default=defaults.bures_eta, help="eta (%(default)s)")
-    scapre.add_argument("--no-entropy-blend", action="store_true", help="no entropy-driven blend")
+    switch = argparse.BooleanOptionalAction
+    scapre.add_argument("--row-mask", action=switch, default=defaults.row_mask, help="information row mask")
     scapre.add_argument(
-        "--blend-strength", type=float, default=defaults.blend_strength, help="blend strength (%(default)s)"
+        "--mask-form", default=defaults.mask_form, choices=list(MASK_FORMS), help="how the mask enters (%(default)s)"
     )
+    scapre.add_argument("--mask-power", type=float, default=defaults.mask_power, help="p (%(default)s)")
+    scapre.add_argument("--mask-temperature", type=float, default=defaults.mask_temperature, help="T (%(default)s)")
+    scapre.add_argument("--spectral", action=switch, default=defaults.spectral, help="spectral weighting")
+    scapre.add_argument("--spectral-rho", type=float, default=defaults.spectral_rho, help="rho (%(default)s)")
+    scapre.add_argument("--bures", action=switch, default=defaults.bures, help="Bures proximal step")
+    scapre.add_argument("--bures-eta", type=float, default=defaults.bures_eta, help="eta (%(default)s)")
+    scapre.add_argument("--entropy-blend", action=switch, default=defaults.entropy_blend, help="entropy blend")
+    scapre.add_argument(
+        "--blend-floor", type=float, default=defaults.blend_floor, help="least share a row keeps (%(default)s)"
+    )
+    scapre.add_argument("--entropy-bins", type=int, default=defaults.entropy_bins, help="histogram bins (%(default)s)")
     scapre.add_argument(
         "--output-reg", type=float, default=defaults.output_reg, help="mu; > 0 solves the Sylvester form (%(default)s)"
     )
@@ -223,14 +229,17 @@ def run_scapre(args) -> int:
         mode=args.mode,
         preserve_weight=args.preserve_weight,
         ridge=args.ridge,
-        row_mask=not args.no_row_mask,
+        row_mask=args.row_mask,
+        mask_form=args.mask_form,
         mask_power=args.mask_power,
-        spectral=not args.no_spectral,
+        mask_temperature=args.mask_temperature,
+        spectral=args.spectral,
         spectral_rho=args.spectral_rho,
-        bures=not args.no_bures,
+        bures=args.bures,
         bures_eta=args.bures_eta,
-        entropy_blend=not args.no_entropy_blend,
-        blend_strength=args.blend_strength,
+        entropy_blend=args.entropy_blend,
+        blend_floor=args.blend_floor,
+        entropy_bins=args.entropy_bins,
         output_reg=args.output_reg,
     ).validate()
     check_prompts(args.concepts, args.anchor, args.preserve)
@@ -339,7 +348,7 @@ def _print_edit_info(args, edit) -> int:
         f"  storage    {summary['stored_bytes']} bytes ({summary['dense_bytes']} dense), "
         f"edited rows {100 * summary['edited_fraction']:.1f} %"
     )
-    print("  layer                    rank   stored B  rel. change  blend")
+    print("  layer                    rank   stored B  rel. change  kept (blend)")
     for name, layer in summary["layers"].items():
         rank = "dense" if layer["rank"] is None else layer["rank"]
         change = "-" if layer["relative_change"] is None else f"{layer['relative_change']:.4f}"

@@ -16,7 +16,7 @@ from . import host
 from .summary import scapre_summary, ui
 from .types import ScaPreEdit as ScaPreEditType
 
-# One source for the defaults: the engine's (paper) settings.
+# One source for the defaults: the engine's settings (the authors' release values; docs/scapre.md).
 DEFAULTS = ScaPreSettings()
 
 SCALE_TOOLTIP = (
@@ -72,7 +72,8 @@ class FIAScaPreErase(io.ComfyNode):
                 io.Boolean.Input(
                     "row_mask",
                     default=DEFAULTS.row_mask,
-                    tooltip="Edit mostly the output rows that carry information about the concepts (soft mask).",
+                    tooltip="Information row mask, as the authors' release applies it: output rows that tell the "
+                    "concept from the empty prompt map it onto the anchor, the other rows damp it toward zero.",
                 ),
                 io.Float.Input(
                     "mask_power",
@@ -80,7 +81,7 @@ class FIAScaPreErase(io.ComfyNode):
                     min=0.1,
                     max=64.0,
                     step=0.1,
-                    tooltip="Sharpness p of the row mask sigmoid(z)^p: higher edits fewer rows.",
+                    tooltip="Sharpness p of the row mask sigmoid(z / 0.7)^p: higher leaves fewer rows on the anchor.",
                 ),
                 io.Boolean.Input(
                     "spectral",
@@ -113,15 +114,17 @@ class FIAScaPreErase(io.ComfyNode):
                 io.Boolean.Input(
                     "entropy_blend",
                     default=DEFAULTS.entropy_blend,
-                    tooltip="Blend back layers whose edit is spread evenly over all rows (not concept specific).",
+                    tooltip="Blend each row back toward the original weights by how evenly it responds to the "
+                    "concepts (entropy of its responses): concept-specific rows keep their whole edit.",
                 ),
                 io.Float.Input(
-                    "blend_strength",
-                    default=DEFAULTS.blend_strength,
+                    "blend_floor",
+                    default=DEFAULTS.blend_floor,
                     min=0.0,
                     max=1.0,
                     step=0.05,
-                    tooltip="How far such a layer is blended back: beta = 1 - strength × entropy; 0 keeps every layer.",
+                    tooltip="The least share of its edit a row keeps: alpha = floor + (1 - floor) × (1 - entropy). "
+                    "1 turns the blend off.",
                 ),
                 io.String.Input(
                     "preserve",
@@ -153,7 +156,7 @@ class FIAScaPreErase(io.ComfyNode):
         bures: bool,
         bures_eta: float,
         entropy_blend: bool,
-        blend_strength: float,
+        blend_floor: float,
         preserve: str = "",
     ) -> io.NodeOutput:
         settings = ScaPreSettings(
@@ -165,7 +168,7 @@ class FIAScaPreErase(io.ComfyNode):
             bures=bures,
             bures_eta=bures_eta,
             entropy_blend=entropy_blend,
-            blend_strength=blend_strength,
+            blend_floor=blend_floor,
         )
         bar = comfy.utils.ProgressBar(1)
         patched, edit = host.erase_with_scapre(

@@ -1,9 +1,10 @@
 """compute_edit: the whole ScaPre pipeline over a set of to_k / to_v weights.
 
 Per call (shared by all layers): spectral weighting of the concept rows, the system matrix M
-and its Cholesky solve (solve.py). Per layer: the closed-form delta (or the Sylvester
-solve when the output-space regulariser is on), row mask, Bures step, entropy blend, and
-compaction into low-rank or dense storage. Works on the weights' device in float32 (float64
+and its Cholesky solve (solve.py). Per layer: the row masks (one per concept), the
+closed-form delta with the masks on its targets (or the Sylvester solve when the
+output-space regulariser is on), the Bures step, the entropy blend, and compaction into
+low-rank or dense storage. Works on the weights' device in float32 (float64
 if the weights are float64) and never writes into the weights or token tensors it is given.
 """
 
@@ -18,9 +19,9 @@ from ..errors import InvalidInputError
 from ..layers import family_of, shape_fingerprint
 from .delta import LayerDelta
 from .edit import ScaPreEdit
-from .geometry import blend_factor, bures_step, normalised_entropy
+from .geometry import blend_factors, bures_step, row_response_entropy
 from .layers import weight_mean_abs
-from .row_mask import information_row_mask
+from .row_mask import concept_row_masks
 from .settings import ScaPreSettings
 from .solve import build_system
 from .spectral import check_concept_ids, spectral_weighting
@@ -46,7 +47,9 @@ def compute_edit(
     outputs; empty_tokens (the empty prompt's rows) label the row mask's "no concept" side
     and default to the anchor rows. concept_ids (n,) says which concept each concept row
     belongs to (tokens.row_owners); the spectral step measures its cap in one concept's own
-    energy. Without it every row counts as a concept of its own.
+    energy and the row mask is made per concept. Without it every row counts as a concept
+    of its own for the spectral step, and the row mask is made once over all rows (one
+    token row against one empty row carries no information).
     """
     settings = (settings or ScaPreSettings()).validate()
     width = _check_weights(weights)
@@ -60,6 +63,7 @@ def compute_edit(
             f"anchor token rows {tuple(anchors.shape)} must match the concept rows {tuple(concepts.shape)} "
             "(the anchor taken at the concept's token positions)"
         )
+    mask_groups = None if concept_ids is None else check_concept_ids(concept_ids, len(concepts))
     concept_ids = check_concept_ids(concept_ids, len(concepts))
     preserve = _tokens("preserve", preserve_tokens, width).to(**place)
     empty = _tokens("empty", empty_tokens, width)
@@ -70,25 +74,32 @@ def compute_edit(
     weighting = spectral_weighting(concepts, settings.spectral_rho, concept_ids) if active["spectral"] else None
     system = build_system(concepts, anchors, preserve, settings.preserve_weight, settings.ridge, weighting)
     gram_eigen = SymmetricEigen.of(system.gram) if active["sylvester"] else None
+    owners = torch.zeros(len(concepts), dtype=torch.long, device=concepts.device)
+    if mask_groups is not None:
+        owners = torch.unique(mask_groups.to(concepts.device), return_inverse=True)[1]
     layers, stats = {}, {}
     for name, weight in weights.items():
         w = weight.detach().to(**place)
+        layer_stats = {"weight_norm": float(w.norm())}
+        masks = target_scale = None
+        if active["row_mask"]:
+            masks = concept_row_masks(w, concepts, references, owners, settings.mask_power, settings.mask_temperature)
+            layer_stats["mask_mean"] = float(masks.mean())
+            if settings.mask_form == "target":
+                target_scale = masks[owners].T  # (d_out, n): each token row takes its concept's mask
         if gram_eigen is not None:
             regulariser = settings.output_reg * output_gram(w, preserve if preserve.numel() else references)
-            delta = LayerDelta.full(solve_sylvester(regulariser, gram_eigen, system.rhs(w)))
+            delta = LayerDelta.full(solve_sylvester(regulariser, gram_eigen, system.rhs(w, target_scale)))
         else:
-            delta = LayerDelta.low_rank(system.up(w), system.down)
-        layer_stats = {"weight_norm": float(w.norm())}
-        if active["row_mask"] or active["entropy_blend"]:
-            mask = information_row_mask(w, concepts, references, settings.mask_power)
-            layer_stats.update(mask_mean=float(mask.mean()), mask_entropy=normalised_entropy(mask))
-        if active["row_mask"]:
-            delta = delta.scale_rows(mask)
+            delta = LayerDelta.low_rank(system.up(w, target_scale), system.down)
+        if masks is not None and settings.mask_form == "confine":
+            delta = delta.scale_rows(masks.max(0).values)  # a row any concept needs keeps its update
         if active["bures"]:
             delta, layer_stats["flipped_rows"] = bures_step(delta, w, settings.bures_eta)
         if active["entropy_blend"]:
-            layer_stats["blend"] = blend_factor(mask, settings.blend_strength)
-            delta = delta.scale(layer_stats["blend"])
+            alpha = blend_factors(row_response_entropy(w, concepts, settings.entropy_bins), settings.blend_floor)
+            layer_stats["blend_mean"] = float(alpha.mean())
+            delta = delta.scale_rows(alpha)
         layers[name] = delta.compact(settings.rank_tol).to("cpu", torch.float32)
         stats[name] = layer_stats
     elapsed = time.perf_counter() - started

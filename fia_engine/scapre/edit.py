@@ -82,7 +82,7 @@ class ScaPreEdit:
                 "stored_bytes": 4 * delta.stored_numel,
                 "edited_rows": edited,
                 "relative_change": float(norms.square().sum().sqrt()) / weight_norm if weight_norm else None,
-                "blend": stats.get(name, {}).get("blend"),
+                "blend": stats.get(name, {}).get("blend_mean"),  # mean share of the edit its rows keep
             }
         return {
             "concepts": list(self.metadata.get("concepts", [])),

@@ -14,12 +14,13 @@ on w's side (s = +1, the usual case) this shrinks D[i] by 1 / (1 + eta); when it
 row (s = -1) the row is pulled toward -w, which has the same covariance, and the delta
 gains the term -2 eta / (1 + eta) w.
 
-Entropy blend (switch ``entropy_blend``). The row mask, normalised to a distribution q over
-the d_out rows, has normalised entropy H = -sum q log q / log d_out in [0, 1]: 1 when the
-update is spread evenly over all rows (not concept specific), small when it sits in a few
-rows. The layer's edit is blended back toward the original weights by
+Entropy blend (switch ``entropy_blend``), as the authors' release does it. Row i's responses
+W[i] . e to the concept token rows are scaled to [0, 1] (min to max) and histogrammed into
+B bins; H_i is the histogram's entropy over log B. A row whose responses fall into few
+bins (low entropy) is read as concept specific and keeps its edit; one that spreads them
+evenly is blended back toward the original weights:
 
-    beta = 1 - strength * H,    W_final = W + beta * D     (one beta per layer).
+    alpha_i = floor + (1 - floor) (1 - H_i),    W_final[i] = W[i] + alpha_i D[i]
 """
 
 from __future__ import annotations
@@ -50,14 +51,19 @@ def bures_step(delta: LayerDelta, weight: torch.Tensor, eta: float) -> tuple[Lay
     return shrunk.add_rows(flipped, -2.0 * eta / (1.0 + eta), weight[flipped]), int(flipped.numel())
 
 
-def normalised_entropy(mask: torch.Tensor) -> float:
-    """Entropy of mask / sum(mask), divided by log(len): 1 for a uniform mask, 0 for a single row."""
-    if mask.numel() < 2 or float(mask.sum()) <= 0:
-        return 0.0
-    q = mask / mask.sum()
-    return float(-torch.special.xlogy(q, q).sum() / math.log(mask.numel()))
+def row_response_entropy(weight: torch.Tensor, concepts: torch.Tensor, bins: int) -> torch.Tensor:
+    """H_i in [0, 1] per output row: histogram entropy of the row's min-max scaled concept responses."""
+    responses = weight @ concepts.T  # (d_out, n)
+    low = responses.min(1, keepdim=True).values
+    span = responses.max(1, keepdim=True).values - low
+    scaled = (responses - low) / span.clamp_min(torch.finfo(responses.dtype).tiny)
+    index = (scaled * bins).long().clamp_(0, bins - 1)
+    counts = torch.zeros(len(responses), bins, dtype=responses.dtype, device=responses.device)
+    counts.scatter_add_(1, index, torch.ones_like(responses))
+    q = counts / counts.sum(1, keepdim=True)
+    return -torch.special.xlogy(q, q).sum(1) / math.log(bins)
 
 
-def blend_factor(mask: torch.Tensor, strength: float) -> float:
-    """beta = 1 - strength * normalised_entropy(mask)."""
-    return 1.0 - strength * normalised_entropy(mask)
+def blend_factors(entropy: torch.Tensor, floor: float) -> torch.Tensor:
+    """alpha_i = floor + (1 - floor) * (1 - H_i): the share of its edit each row keeps."""
+    return floor + (1.0 - floor) * (1.0 - entropy)

@@ -1,6 +1,8 @@
 """ScaPre's settings: one frozen dataclass, validated before any work starts.
 
-Every number here is documented in docs/scapre.md with the reason for its default. In
+Every number here is documented in docs/scapre.md with its source: the values marked
+"release" are those of the authors' public release (github.com/kaiyuan02415/ScaPre,
+edit/erase.py and script/erase.sh, the Imagenette-10 command), the others our own. In
 mode "uce" the ScaPre switches (row mask, spectral weighting, Bures step, entropy blend,
 output-space regulariser) are ignored: the result is the plain closed-form edit.
 """
@@ -13,21 +15,25 @@ from dataclasses import asdict, dataclass, replace
 from ..errors import InvalidInputError
 
 MODES = ("scapre", "uce")
+MASK_FORMS = ("target", "confine")
 
 
 @dataclass(frozen=True)
 class ScaPreSettings:
     mode: str = "scapre"  # "scapre" or "uce" (the closed form alone)
     preserve_weight: float = 1.0  # lam: a preserve token counts as much as a concept token
-    ridge: float = 0.1  # gamma: pull toward the original weights in every direction (UCE's lambda)
-    row_mask: bool = False  # off by default: as we read it, it stops the erasure (docs/scapre.md, measured)
-    mask_power: float = 2.0  # p in sigmoid(z)^p
-    spectral: bool = True
+    ridge: float = 0.5  # gamma: pull toward the original weights in every direction (release: lamb 0.5)
+    row_mask: bool = True  # release: always on in its Imagenette / art pipeline
+    mask_form: str = "target"  # "target" (release: the mask scales each row's target) or "confine"
+    mask_power: float = 2.0  # p in sigmoid(z / T)^p (release: 2)
+    mask_temperature: float = 0.7  # T (release: 0.7)
+    spectral: bool = False  # release: its svd step is off in the Imagenette command; on for many concepts
     spectral_rho: float = 10.0  # cap in units of one concept's energy: ~rho concepts on a direction halve it
-    bures: bool = True
+    bures: bool = False  # release: only in its large-scale pipeline (erase_scale.py)
     bures_eta: float = 0.1  # proximal weight: the edited row moves 1 / (1 + eta) of the way
-    entropy_blend: bool = False  # needs the row mask's distribution; off with it
-    blend_strength: float = 0.5  # beta = 1 - blend_strength * normalised entropy of the row mask
+    entropy_blend: bool = True  # release: always on in its Imagenette / art pipeline
+    blend_floor: float = 0.8  # alpha_min: a row keeps at least this share of its edit (release: 0.8)
+    entropy_bins: int = 20  # histogram bins of a row's responses (release: 20)
     output_reg: float = 0.0  # mu of the output-space regulariser; > 0 solves a Sylvester equation
     rank_tol: float = 1e-6  # singular values below rank_tol * largest are dropped when storing
 
@@ -35,15 +41,26 @@ class ScaPreSettings:
         """Return self, or raise InvalidInputError naming the setting and its allowed range."""
         if self.mode not in MODES:
             raise InvalidInputError(f"ScaPre mode must be one of {MODES}, got {self.mode!r}")
+        if self.mask_form not in MASK_FORMS:
+            raise InvalidInputError(f"ScaPre mask_form must be one of {MASK_FORMS}, got {self.mask_form!r}")
         for name in ("row_mask", "spectral", "bures", "entropy_blend"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInputError(f"ScaPre setting {name} must be True or False, got {getattr(self, name)!r}")
         _check(self, "preserve_weight", low=0.0)
         _check(self, "ridge", low=0.0)
         _check(self, "mask_power", low=0.0, low_open=True, high=64.0)
+        _check(self, "mask_temperature", low=0.0, low_open=True, high=100.0)
         _check(self, "spectral_rho", low=0.0, low_open=True)
         _check(self, "bures_eta", low=0.0)
-        _check(self, "blend_strength", low=0.0, high=1.0)
+        _check(self, "blend_floor", low=0.0, high=1.0)
+        if (
+            isinstance(self.entropy_bins, bool)
+            or not isinstance(self.entropy_bins, int)
+            or not 2 <= self.entropy_bins <= 1000
+        ):
+            raise InvalidInputError(
+                f"ScaPre setting entropy_bins must be an integer from 2 to 1000, got {self.entropy_bins!r}"
+            )
         _check(self, "output_reg", low=0.0)
         _check(self, "rank_tol", low=0.0, high=0.5)
         return self
@@ -56,7 +73,7 @@ class ScaPreSettings:
             "spectral": scapre and self.spectral,
             "row_mask": scapre and self.row_mask,
             "bures": scapre and self.bures and self.bures_eta > 0,
-            "entropy_blend": scapre and self.entropy_blend and self.blend_strength > 0,
+            "entropy_blend": scapre and self.entropy_blend and self.blend_floor < 1,
             "sylvester": scapre and self.output_reg > 0,
         }
 

@@ -12,7 +12,8 @@ C^ = T E_c and R^ = T R = T (E_a - E_c) W^T, the normal equations give
     D = R^^T C^ M^-1,    M = C^^T C^ + lam E_p^T E_p + gamma I    (d_in x d_in)
 
 so D = up @ down with up = W (T (E_a - E_c))^T (d_out x k) and down = C^ M^-1 (k x d_in):
-rank <= k <= n. M, its Cholesky factor and ``down`` depend only on the token embeddings,
+rank <= k <= n. With the row mask in its "target" form each row's target is scaled,
+V*[j, i] -> m[i, j] V*[j, i], and up = (m * (W E_a^T) - W E_c^T) T^T: still rank <= k. M, its Cholesky factor and ``down`` depend only on the token embeddings,
 so one solve serves every to_k and to_v; each layer costs one (d_out x d_in x k) product.
 """
 
@@ -33,14 +34,24 @@ class ConceptSystem:
     shift: torch.Tensor  # T (E_a - E_c) (k x d_in): a layer's weighted residual is shift @ W^T
     gram: torch.Tensor  # M (d_in x d_in), symmetric positive definite
     down: torch.Tensor  # C^ M^-1 (k x d_in)
+    concepts: torch.Tensor  # E_c (n x d_in), unweighted, for scaled targets
+    anchors: torch.Tensor  # E_a (n x d_in)
+    weighting: torch.Tensor | None  # T (k x n), None for the identity
 
-    def up(self, weight: torch.Tensor) -> torch.Tensor:
-        """R^^T = W shift^T (d_out x k): the layer's half of the low-rank edit."""
-        return weight @ self.shift.T
+    def up(self, weight: torch.Tensor, target_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """R^^T (d_out x k): the layer's half of the low-rank edit.
 
-    def rhs(self, weight: torch.Tensor) -> torch.Tensor:
+        target_scale (d_out x n) multiplies the anchor's outputs, entry by entry, before the
+        residual is taken: the row mask's "target" form.
+        """
+        if target_scale is None:
+            return weight @ self.shift.T
+        residual = target_scale * (weight @ self.anchors.T) - weight @ self.concepts.T
+        return residual if self.weighting is None else residual @ self.weighting.T
+
+    def rhs(self, weight: torch.Tensor, target_scale: torch.Tensor | None = None) -> torch.Tensor:
         """R^^T C^ (d_out x d_in): the right-hand side of the layer's normal equations."""
-        return self.up(weight) @ self.rows
+        return self.up(weight, target_scale) @ self.rows
 
 
 def build_system(
@@ -68,7 +79,9 @@ def build_system(
             "directions, and ridge is 0. Set ridge > 0 (e.g. 0.1)."
         )
     down = torch.cholesky_solve(rows.T, factor).T
-    return ConceptSystem(rows=rows, shift=shift, gram=gram, down=down)
+    return ConceptSystem(
+        rows=rows, shift=shift, gram=gram, down=down, concepts=concepts, anchors=anchors, weighting=weighting
+    )
 
 
 def closed_form_delta(
@@ -79,7 +92,8 @@ def closed_form_delta(
     preserve_weight: float,
     ridge: float,
     weighting: torch.Tensor | None = None,
+    target_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The dense edit D for one layer (for checks and small problems; compute_edit keeps it factored)."""
     system = build_system(concepts, anchors, preserve, preserve_weight, ridge, weighting)
-    return system.up(weight) @ system.down
+    return system.up(weight, target_scale) @ system.down

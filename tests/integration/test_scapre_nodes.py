@@ -71,7 +71,7 @@ def erase_graph(ckpt: str, concepts: str = CONCEPTS, scale: float = 1.0, **over)
         "bures": True,
         "bures_eta": 0.1,
         "entropy_blend": True,
-        "blend_strength": 0.5,
+        "blend_floor": 0.8,
         "preserve": "",
         **over,
     }
@@ -126,7 +126,7 @@ def test_scapre_nodes_load_with_description_and_tooltips(comfy, fia_pack):
     for name in ("mode", "row_mask", "mask_power", "spectral", "spectral_rho", "bures", "bures_eta"):
         assert spec[name][1]["default"] == getattr(engine, name), name
     assert spec["entropy_blend"][1]["default"] == engine.entropy_blend
-    assert spec["blend_strength"][1]["default"] == engine.blend_strength
+    assert spec["blend_floor"][1]["default"] == engine.blend_floor
     assert spec["scale"][1]["max"] == pack(comfy, "fia_engine.scapre.edit").MAX_SCALE
     assert "preserve" in erase.INPUT_TYPES()["optional"]
 

@@ -94,6 +94,22 @@ def test_uce_mode_and_switches_from_the_command_line(tiny_pipeline, tmp_path):
     assert edit.metadata["anchor"] == "cat" and all(d.rank <= 2 for d in edit.layers.values())
 
 
+def test_switches_turn_on_and_off_from_the_command_line(tiny_pipeline, tmp_path):
+    out = tmp_path / "switched.safetensors"
+    args = ["scapre", "--pipeline", str(tiny_pipeline), "--concepts", "dog", "--out", str(out), "--device", "cpu"]
+    switches = ["--spectral", "--bures", "--no-row-mask", "--no-entropy-blend", "--blend-floor", "0.5"]
+    assert main([*args, *switches]) == 0
+    metadata = ScaPreEdit.load(out).metadata
+    assert metadata["active"] == {
+        "spectral": True,
+        "row_mask": False,
+        "bures": True,
+        "entropy_blend": False,
+        "sylvester": False,
+    }
+    assert metadata["settings"]["blend_floor"] == 0.5
+
+
 # --- bad input -----------------------------------------------------------------------------
 
 

@@ -104,8 +104,14 @@ def test_bad_scale_and_settings_say_what_to_fix(edit):
         ScaPreSettings(mask_power=0).validate()
     with pytest.raises(InvalidInputError, match="mode must be one of"):
         ScaPreSettings(mode="fast").validate()
-    with pytest.raises(InvalidInputError, match="blend_strength"):
-        ScaPreSettings(blend_strength=float("nan")).validate()
+    with pytest.raises(InvalidInputError, match="blend_floor"):
+        ScaPreSettings(blend_floor=float("nan")).validate()
+    with pytest.raises(InvalidInputError, match="entropy_bins must be an integer from 2"):
+        ScaPreSettings(entropy_bins=1).validate()
+    with pytest.raises(InvalidInputError, match="mask_form must be one of"):
+        ScaPreSettings(mask_form="rows").validate()
+    with pytest.raises(InvalidInputError, match="mask_temperature"):
+        ScaPreSettings(mask_temperature=0.0).validate()
     concepts, anchors, _ = tokens()
     with pytest.raises(InvalidInputError, match="anchor token rows"):
         compute_edit(layer_weights(), concepts, anchors[:2], None)

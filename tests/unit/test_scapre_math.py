@@ -11,8 +11,19 @@ import torch
 
 from fia_engine.errors import InvalidInputError
 from fia_engine.scapre import LayerDelta, ScaPreSettings, compute_edit
-from fia_engine.scapre.geometry import blend_factor, bures_distance, bures_proximal, bures_step, normalised_entropy
-from fia_engine.scapre.row_mask import information_row_mask, row_mutual_information, soft_row_mask
+from fia_engine.scapre.geometry import (
+    blend_factors,
+    bures_distance,
+    bures_proximal,
+    bures_step,
+    row_response_entropy,
+)
+from fia_engine.scapre.row_mask import (
+    concept_row_masks,
+    information_row_mask,
+    row_mutual_information,
+    soft_row_mask,
+)
 from fia_engine.scapre.solve import build_system, closed_form_delta
 from fia_engine.scapre.spectral import concept_energy, spectral_filter, spectral_weighting
 from fia_engine.scapre.sylvester import output_gram, solve_sylvester
@@ -31,10 +42,15 @@ def problem():
     return {"w": rand(6, 10), "c": rand(3, 10), "a": rand(3, 10), "p": rand(4, 10)}
 
 
-def stacked_lstsq(w, c, a, p, lam, gamma, weighting=None) -> torch.Tensor:
-    """D from lstsq on [T E_c; sqrt(lam) E_p; sqrt(gamma) I] D^T = [T (E_a W^T - E_c W^T); 0; 0]."""
+def stacked_lstsq(w, c, a, p, lam, gamma, weighting=None, target_scale=None) -> torch.Tensor:
+    """D from lstsq on [T E_c; sqrt(lam) E_p; sqrt(gamma) I] D^T = [T (E_a W^T - E_c W^T); 0; 0].
+
+    target_scale (d_out x n) multiplies the targets E_a W^T entry by entry (the row mask's
+    "target" form).
+    """
     t = torch.eye(len(c), dtype=c.dtype) if weighting is None else weighting
-    residual = a @ w.T - c @ w.T
+    targets = a @ w.T if target_scale is None else (a @ w.T) * target_scale.T
+    residual = targets - c @ w.T
     left = torch.cat([t @ c, math.sqrt(lam) * p, math.sqrt(gamma) * torch.eye(c.shape[1], dtype=c.dtype)])
     right = torch.cat([t @ residual, torch.zeros(len(p) + c.shape[1], w.shape[0], dtype=c.dtype)])
     return torch.linalg.lstsq(left, right).solution.T
@@ -139,6 +155,30 @@ def test_mutual_information_by_hand():
     expected = torch.sigmoid(torch.tensor([1.0, -1.0])) ** 2
     torch.testing.assert_close(soft_row_mask(torch.tensor([math.log(2), 0.0]), 2.0), expected)
     torch.testing.assert_close(soft_row_mask(torch.zeros(3), 3.0), torch.full((3,), 0.125))
+    # the release's temperature T = 0.7 sharpens the sigmoid: sigmoid(z / T)^p
+    sharp = torch.sigmoid(torch.tensor([1.0, -1.0]) / 0.7) ** 2
+    torch.testing.assert_close(soft_row_mask(torch.tensor([math.log(2), 0.0]), 2.0, 0.7), sharp)
+
+
+def test_masked_targets_equal_least_squares(problem):
+    """The "target" form: each row's target scaled by its mask; golden against lstsq."""
+    w, c, a, p = problem.values()
+    g = torch.Generator().manual_seed(7)
+    scale = torch.rand(6, 3, generator=g, dtype=torch.float64)
+    expected = stacked_lstsq(w, c, a, p, lam=0.7, gamma=0.3, target_scale=scale)
+    assert relative_error(closed_form_delta(w, c, a, p, 0.7, 0.3, target_scale=scale), expected) < 1e-10
+    # with the spectral weighting too
+    t = spectral_weighting(c, rho=0.5)
+    weighted = stacked_lstsq(w, c, a, p, lam=0.7, gamma=0.3, weighting=t, target_scale=scale)
+    assert relative_error(closed_form_delta(w, c, a, p, 0.7, 0.3, t, target_scale=scale), weighted) < 1e-10
+    # and through compute_edit, with the masks it computes itself
+    owners = torch.tensor([0, 0, 1])
+    empty = torch.randn(3, 10, generator=g, dtype=torch.float64)
+    masks = concept_row_masks(w, c, empty, owners, power=2.0, temperature=0.7)
+    settings = ScaPreSettings(preserve_weight=0.7, ridge=0.3, **{**OFF, "row_mask": True})
+    edit = compute_edit({"x.to_k": w}, c, a, p, settings, empty_tokens=empty, concept_ids=owners)
+    expected = stacked_lstsq(w, c, a, p, lam=0.7, gamma=0.3, target_scale=masks[owners].T)
+    assert relative_error(edit.delta("x.to_k").double(), expected) < 1e-5
 
 
 # --- the switches ----------------------------------------------------------------------------
@@ -168,11 +208,41 @@ def test_row_mask_confines_the_update_to_concept_rows():
     mask = information_row_mask(w, concepts, empty, power=16.0)
     assert mask[:2].min() > 1e3 * mask[2:].max()
     base = ScaPreSettings(ridge=0.1, **OFF)
-    masked = ScaPreSettings(ridge=0.1, mask_power=16.0, **{**OFF, "row_mask": True})
+    masked = ScaPreSettings(ridge=0.1, mask_power=16.0, mask_form="confine", **{**OFF, "row_mask": True})
     plain = compute_edit({"x.to_k": w}, concepts, empty, None, base).delta("x.to_k")
     confined = compute_edit({"x.to_k": w}, concepts, empty, None, masked, empty_tokens=empty).delta("x.to_k")
     assert plain[2:].norm() > 0.1 * plain[:2].norm()  # unmasked, every row moves
     assert confined[2:].norm() < 1e-3 * confined[:2].norm()
+
+
+def test_target_mask_erases_in_concept_rows_and_silences_the_rest():
+    """The release's form: informative rows map the concept onto the anchor's output, the others toward 0."""
+    w, concepts, empty = concept_row_problem()
+    anchors = empty  # the anchor is the empty prompt here
+    settings = ScaPreSettings(ridge=1e-9, preserve_weight=0.0, mask_power=16.0, **{**OFF, "row_mask": True})
+    edit = compute_edit({"x.to_v": w}, concepts, anchors, None, settings, empty_tokens=empty)
+    out = concepts @ edit.edited_weight("x.to_v", w).T.double()
+    target = anchors @ w.T
+    mask = information_row_mask(w, concepts, empty, power=16.0, temperature=0.7)
+    assert mask[:2].min() > 1e3 * mask[2:].max()
+    # eight independent concept rows, no ridge: each row's output is exactly its scaled target
+    assert relative_error(out, target * mask) < 1e-4
+    assert out[:, 2:].norm() < 1e-3 * target[:, 2:].norm()  # mask ~0: the concept is silenced there
+
+
+def test_each_concept_gets_its_own_mask():
+    """Concept 0 is read by rows 0-1, concept 1 by rows 2-3: their masks differ accordingly."""
+    g = torch.Generator().manual_seed(8)
+    w = 0.3 * torch.randn(16, 12, generator=g, dtype=torch.float64)
+    w[:, :2] = 0.0
+    w[:2, 0] = w[2:4, 1] = 5.0
+    noise = lambda n: 0.5 * torch.randn(n, 12, generator=g, dtype=torch.float64)  # noqa: E731
+    axis = torch.eye(12, dtype=torch.float64)
+    concepts = torch.cat([3 * axis[0] + noise(8), 3 * axis[1] + noise(8)])
+    empty = torch.cat([-3 * axis[0] + noise(8), -3 * axis[1] + noise(8)])
+    masks = concept_row_masks(w, concepts, empty, torch.tensor([0] * 8 + [1] * 8), power=16.0, temperature=1.0)
+    assert masks[0, :2].min() > 1e3 * masks[0, 2:].max()
+    assert masks[1, 2:4].min() > 1e3 * torch.cat([masks[1, :2], masks[1, 4:]]).max()
 
 
 def test_rows_with_mask_zero_stay_exactly_unchanged():
@@ -226,21 +296,29 @@ def test_proximal_step_minimises_its_objective():
         assert objective(best) <= objective(best + 0.05 * torch.randn(1, 4, generator=g)) + 1e-6
 
 
-def test_uniform_mask_blends_more():
-    uniform, peaked = torch.full((100,), 0.3), torch.full((100,), 1e-4)
-    peaked[:3] = 0.9
-    assert normalised_entropy(uniform) == pytest.approx(1.0)
-    assert blend_factor(uniform, 0.5) == pytest.approx(0.5)
-    assert blend_factor(peaked, 0.5) > 0.8
+def test_row_response_entropy_by_hand():
+    # row 0: all responses equal -> one bin -> H = 0; row 1: one response per bin of 4 -> H = 1;
+    # row 2: two bins of two -> H = log 2 / log 4 = 1/2
+    concepts = torch.eye(4, dtype=torch.float64)
+    w = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 3.0, 3.0]], dtype=torch.float64)
+    entropy = row_response_entropy(w, concepts, bins=4)
+    torch.testing.assert_close(entropy, torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64))
+    # the release's retention: alpha = floor + (1 - floor) (1 - H)
+    torch.testing.assert_close(blend_factors(entropy, 0.8), torch.tensor([1.0, 0.8, 0.9], dtype=torch.float64))
 
 
-def test_entropy_blend_scales_the_layer_edit(problem):
+def test_entropy_blend_scales_each_row_toward_the_original(problem):
     w, c, a, p = problem.values()
     without = compute_edit({"x.to_k": w}, c, a, p, ScaPreSettings(**OFF))
-    blended = compute_edit({"x.to_k": w}, c, a, p, ScaPreSettings(**{**OFF, "entropy_blend": True}))
-    beta = blended.metadata["layer_stats"]["x.to_k"]["blend"]
-    assert 0.5 <= beta < 1.0
-    torch.testing.assert_close(blended.delta("x.to_k"), beta * without.delta("x.to_k"))
+    settings = ScaPreSettings(**{**OFF, "entropy_blend": True})
+    blended = compute_edit({"x.to_k": w}, c, a, p, settings)
+    alpha = blend_factors(row_response_entropy(w, c, settings.entropy_bins), settings.blend_floor).float()
+    assert bool((alpha >= 0.8).all()) and bool((alpha <= 1.0).all()) and float(alpha.min()) < 1.0
+    torch.testing.assert_close(blended.delta("x.to_k"), alpha[:, None] * without.delta("x.to_k"))
+    floor_one = compute_edit(
+        {"x.to_k": w}, c, a, p, ScaPreSettings(**{**OFF, "entropy_blend": True, "blend_floor": 1.0})
+    )
+    torch.testing.assert_close(floor_one.delta("x.to_k"), without.delta("x.to_k"))
 
 
 def test_uce_mode_ignores_the_switches(problem):
