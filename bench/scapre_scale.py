@@ -141,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     targets = find_cross_attention_projections(unet)
     discovery_s = time.perf_counter() - started
     weights = targets.weights()
-    modes = {"uce": ScaPreSettings(mode="uce"), "scapre": ScaPreSettings()}
+    # the defaults (the release's Imagenette pipeline) and every step on (its large-scale one)
+    modes = {
+        "uce": ScaPreSettings(mode="uce"),
+        "scapre": ScaPreSettings(),
+        "scapre all steps": ScaPreSettings(spectral=True, bures=True),
+    }
     if args.sylvester:
         modes["scapre+sylvester"] = ScaPreSettings(output_reg=1.0)
 

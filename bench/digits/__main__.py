@@ -112,6 +112,13 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
         f"saliency steps of {settings.steps}, r1 = {settings.r1}, r2 = {settings.r2}, alpha = {settings.alpha}, "
         f"cfg {settings.cfg}; samples: {args.sample_steps} DDIM steps, cfg {settings.cfg}."
     )
+    if closed_form:
+        from fia_engine.scapre import ScaPreSettings
+
+        scapre = {k: v for k, v in ScaPreSettings().to_dict().items() if k not in ("mode", "rank_tol")}
+        settings_line += " ScaPre settings (the engine's defaults): " + ", ".join(
+            f"{k} = {v}" for k, v in scapre.items()
+        )
     if args.save:
         from .saved_runs import SavedRun, save_run
 
@@ -137,7 +144,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     import sys
 
-    from .benchmark import p1_report, p2_report, plot_p2, write_section
+    from .benchmark import P2_HEADING, p1_report, p2_report, plot_p2, write_section
     from .saved_runs import load_run, merge
 
     sections = []
@@ -148,7 +155,9 @@ def _cmd_report(args: argparse.Namespace) -> None:
         run = merge([load_run(Path(p)) for p in args.p2], "P2")
         plot = plot_p2(run.result, Path(args.plot))
         command = f"{run.command} ; python -m bench.digits {' '.join(sys.argv[1:])}"
-        sections.append(p2_report(command, run.settings_line, run.result, plot, run.threads))
+        sections.append(
+            p2_report(command, run.settings_line, run.result, plot, run.threads, args.p2_heading or P2_HEADING)
+        )
     if not sections:
         raise SystemExit("give --p1 and/or --p2 with saved runs (benchmark --save DIR writes them)")
     for section in sections:
@@ -267,6 +276,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the P1/P2 sections from runs saved by `benchmark --save`")
     p.add_argument("--p1", nargs="+", default=[], help="saved P1 runs (merged)")
     p.add_argument("--p2", nargs="+", default=[], help="saved P2 runs, e.g. one per range of k (merged)")
+    p.add_argument("--p2-heading", default="", help="RESULTS.md section heading for the P2 rows (default: section 4's)")
     p.add_argument("--report", default="", help="RESULTS.md to update")
     p.add_argument("--plot", default=str(Path("bench") / "digits_p2.png"), help="PNG of the P2 curves")
     p.set_defaults(func=_cmd_report)

@@ -142,9 +142,14 @@ def p1_report(command: str, settings_line: str, p1: ProtocolResult, threads: int
 
 
 def p2_report(
-    command: str, settings_line: str, p2: ProtocolResult, plot: Path | None, threads: int | None = None
+    command: str,
+    settings_line: str,
+    p2: ProtocolResult,
+    plot: Path | None,
+    threads: int | None = None,
+    heading: str = P2_HEADING,
 ) -> str:
-    parts = _preamble(P2_HEADING, command, settings_line, threads)
+    parts = _preamble(heading, command, settings_line, threads)
     parts += [
         f"Forget the first k digits, keep the rest; {p2.images_per_digit} images per digit x {len(p2.seeds)} seed(s).",
         "",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -58,13 +58,14 @@ def fia_group(settings: FiaSettings, modes: tuple[str, ...] = ("fast", "exact"),
 SCAPRE, UCE = "ScaPre", "closed-form (UCE-like)"
 
 
-def scapre_group(modes: tuple[str, ...] = ("scapre", "uce")) -> MethodGroup:
+def scapre_group(modes: tuple[str, ...] = ("scapre", "uce"), settings=None) -> MethodGroup:
     """ScaPre and the plain closed form on the same prompts FIA uses.
 
     Each forgotten digit is erased in every context phrase of FIA's template (and without
     one), mapped onto the same prompt with the neutral word "digit" in its place, token by
     token; the kept digits' prompts are preserved. Concept and anchor prompts have the same
-    length here, so every edited position has its own anchor row.
+    length here, so every edited position has its own anchor row. ``settings`` (a
+    ScaPreSettings; its mode is replaced by each of ``modes``) defaults to the engine's.
     """
     from fia_engine.diffusers_runner import encode_prompts
     from fia_engine.scapre import (
@@ -99,7 +100,7 @@ def scapre_group(modes: tuple[str, ...] = ("scapre", "uce")) -> MethodGroup:
                 concept_rows,
                 anchor_rows,
                 preserve_rows,
-                ScaPreSettings(mode=mode),
+                replace(settings or ScaPreSettings(), mode=mode),
                 empty_tokens=empty_rows,
                 concept_ids=row_owners(lengths) // len(places),  # a digit's prompts are one concept
             )

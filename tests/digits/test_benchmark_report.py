@@ -101,3 +101,18 @@ def test_random_control_prunes_as_many_weights_per_layer_and_leaves_the_source()
         assert zeroed == counts[layer.canonical]
     for layer in layers:
         assert torch.equal(layer.module.weight, before[layer.canonical])
+
+
+def test_report_writes_p2_rows_under_the_heading_it_is_given(tmp_path):
+    """A P2 run of other methods (ScaPre alone, say) gets a section of its own, section 4 untouched."""
+    from bench.digits.__main__ import main
+    from bench.digits.saved_runs import save_run
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# R\n\n## 4. Digits benchmark P2: forgetting more and more digits (issues 4, 5)\nFIA rows\n")
+    part = save_run(_saved([1, 2]), tmp_path / "p2.json")
+    args = ["report", "--p2", str(part), "--report", str(results), "--plot", str(tmp_path / "p2.png")]
+    main([*args, "--p2-heading", "## 10. ScaPre P2"])
+    text = results.read_text()
+    assert "FIA rows" in text and text.index("FIA rows") < text.index("## 10. ScaPre P2")
+    assert "| 2 | FIA fast | 20.0" in text.split("## 10. ScaPre P2")[1]
