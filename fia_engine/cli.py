@@ -14,7 +14,7 @@ import time
 
 from .errors import FIAError, InvalidInputError
 from .localize import check_ratio
-from .scapre.settings import MASK_FORMS, ScaPreSettings
+from .scapre.settings import BURES_FORMS, MASK_FORMS, ScaPreSettings
 
 logger = logging.getLogger("fia_engine.cli")
 
@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     scapre.add_argument("--spectral-rho", type=float, default=defaults.spectral_rho, help="rho (%(default)s)")
     scapre.add_argument("--bures", action=switch, default=defaults.bures, help="Bures proximal step")
     scapre.add_argument("--bures-eta", type=float, default=defaults.bures_eta, help="eta (%(default)s)")
+    scapre.add_argument(
+        "--bures-form", default=defaults.bures_form, choices=list(BURES_FORMS), help="whose Bures step (%(default)s)"
+    )
+    scapre.add_argument("--bures-iters", type=int, default=defaults.bures_iters, help="release form (%(default)s)")
     scapre.add_argument("--entropy-blend", action=switch, default=defaults.entropy_blend, help="entropy blend")
     scapre.add_argument(
         "--blend-floor", type=float, default=defaults.blend_floor, help="least share a row keeps (%(default)s)"
@@ -237,6 +241,8 @@ def run_scapre(args) -> int:
         spectral_rho=args.spectral_rho,
         bures=args.bures,
         bures_eta=args.bures_eta,
+        bures_form=args.bures_form,
+        bures_iters=args.bures_iters,
         entropy_blend=args.entropy_blend,
         blend_floor=args.blend_floor,
         entropy_bins=args.entropy_bins,

@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from ..layers import family_of, shape_fingerprint
 from .delta import LayerDelta
 from .edit import ScaPreEdit
-from .geometry import blend_factors, bures_step, row_response_entropy
+from .geometry import blend_factors, bures_step, release_bures, row_response_entropy
 from .layers import weight_mean_abs
 from .row_mask import concept_row_masks
 from .settings import ScaPreSettings
@@ -94,7 +94,11 @@ def compute_edit(
             delta = LayerDelta.low_rank(system.up(w, target_scale), system.down)
         if masks is not None and settings.mask_form == "confine":
             delta = delta.scale_rows(masks.max(0).values)  # a row any concept needs keeps its update
-        if active["bures"]:
+        if active["bures"] and settings.bures_form == "release":
+            mu = float(row_response_entropy(w, concepts, settings.entropy_bins).mean())
+            edited = release_bures(w + delta.to_dense(), w, mu, settings.ridge, settings.bures_iters)
+            delta, layer_stats["bures_mu"] = LayerDelta.full(edited - w), mu
+        elif active["bures"]:
             delta, layer_stats["flipped_rows"] = bures_step(delta, w, settings.bures_eta)
         if active["entropy_blend"]:
             alpha = blend_factors(row_response_entropy(w, concepts, settings.entropy_bins), settings.blend_floor)

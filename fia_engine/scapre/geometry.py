@@ -14,6 +14,13 @@ on w's side (s = +1, the usual case) this shrinks D[i] by 1 / (1 + eta); when it
 row (s = -1) the row is pulled toward -w, which has the same covariance, and the delta
 gains the term -2 eta / (1 + eta) w.
 
+The release's own step (bures_form "release", its large-scale pipeline) works on each row's
+length and direction: with a = w', r0 = |w|, kappa = max(0, cos(u, w)) and u starting at
+a's direction, it sets r = (lam |a| + mu r0 kappa) / (lam + mu) and
+u = normalise(lam |a| u_a + mu r0 kappa u_w), repeated ``iters`` times, and returns r u.
+lam is the ridge and mu the layer's mean row entropy (below). The result mixes every row
+with the original row, so the delta is stored dense.
+
 Entropy blend (switch ``entropy_blend``), as the authors' release does it. Row i's responses
 W[i] . e to the concept token rows are scaled to [0, 1] (min to max) and histogrammed into
 B bins; H_i is the histogram's entropy over log B. A row whose responses fall into few
@@ -49,6 +56,24 @@ def bures_step(delta: LayerDelta, weight: torch.Tensor, eta: float) -> tuple[Lay
     flipped = torch.nonzero(weight.square().sum(1) + delta.row_dots(weight) < 0).flatten()
     shrunk = delta.scale(1.0 / (1.0 + eta))
     return shrunk.add_rows(flipped, -2.0 * eta / (1.0 + eta), weight[flipped]), int(flipped.numel())
+
+
+def release_bures(edited: torch.Tensor, original: torch.Tensor, mu: float, lam: float, iters: int) -> torch.Tensor:
+    """The release's radius/direction proximal step, row by row (dense)."""
+    if lam + mu <= 0:  # no pull either way
+        return edited.clone()
+    tiny = torch.finfo(edited.dtype).tiny
+    length = edited.norm(dim=1, keepdim=True)
+    along = edited / length.clamp_min(tiny)
+    radius0 = original.norm(dim=1, keepdim=True)
+    along0 = original / radius0.clamp_min(tiny)
+    direction = along
+    for _ in range(iters):
+        kappa = (direction * along0).sum(1, keepdim=True).clamp_min(0.0)
+        radius = (lam * length + mu * radius0 * kappa) / (lam + mu)
+        pull = lam * length * along + mu * radius0 * kappa * along0
+        direction = pull / pull.norm(dim=1, keepdim=True).clamp_min(tiny)
+    return radius * direction
 
 
 def row_response_entropy(weight: torch.Tensor, concepts: torch.Tensor, bins: int) -> torch.Tensor:

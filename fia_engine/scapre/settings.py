@@ -16,6 +16,7 @@ from ..errors import InvalidInputError
 
 MODES = ("scapre", "uce")
 MASK_FORMS = ("target", "confine")
+BURES_FORMS = ("exact", "release")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ class ScaPreSettings:
     spectral: bool = False  # release: its svd step is off in the Imagenette command; on for many concepts
     spectral_rho: float = 10.0  # cap in units of one concept's energy: ~rho concepts on a direction halve it
     bures: bool = False  # release: only in its large-scale pipeline (erase_scale.py)
-    bures_eta: float = 0.1  # proximal weight: the edited row moves 1 / (1 + eta) of the way
+    bures_eta: float = 0.1  # form "exact": proximal weight, the edited row moves 1 / (1 + eta) of the way
+    bures_form: str = "exact"  # "exact" (ours, low rank) or "release" (its radius/direction step, dense)
+    bures_iters: int = 1  # form "release": iterations (release: 1 in its large-scale commands)
     entropy_blend: bool = True  # release: always on in its Imagenette / art pipeline
     blend_floor: float = 0.8  # alpha_min: a row keeps at least this share of its edit (release: 0.8)
     entropy_bins: int = 20  # histogram bins of a row's responses (release: 20)
@@ -41,6 +44,8 @@ class ScaPreSettings:
         """Return self, or raise InvalidInputError naming the setting and its allowed range."""
         if self.mode not in MODES:
             raise InvalidInputError(f"ScaPre mode must be one of {MODES}, got {self.mode!r}")
+        if self.bures_form not in BURES_FORMS:
+            raise InvalidInputError(f"ScaPre bures_form must be one of {BURES_FORMS}, got {self.bures_form!r}")
         if self.mask_form not in MASK_FORMS:
             raise InvalidInputError(f"ScaPre mask_form must be one of {MASK_FORMS}, got {self.mask_form!r}")
         for name in ("row_mask", "spectral", "bures", "entropy_blend"):
@@ -53,14 +58,8 @@ class ScaPreSettings:
         _check(self, "spectral_rho", low=0.0, low_open=True)
         _check(self, "bures_eta", low=0.0)
         _check(self, "blend_floor", low=0.0, high=1.0)
-        if (
-            isinstance(self.entropy_bins, bool)
-            or not isinstance(self.entropy_bins, int)
-            or not 2 <= self.entropy_bins <= 1000
-        ):
-            raise InvalidInputError(
-                f"ScaPre setting entropy_bins must be an integer from 2 to 1000, got {self.entropy_bins!r}"
-            )
+        _check_int(self, "entropy_bins", 2, 1000)
+        _check_int(self, "bures_iters", 1, 100)
         _check(self, "output_reg", low=0.0)
         _check(self, "rank_tol", low=0.0, high=0.5)
         return self
@@ -72,7 +71,7 @@ class ScaPreSettings:
         return {
             "spectral": scapre and self.spectral,
             "row_mask": scapre and self.row_mask,
-            "bures": scapre and self.bures and self.bures_eta > 0,
+            "bures": scapre and self.bures and (self.bures_eta > 0 or self.bures_form == "release"),
             "entropy_blend": scapre and self.entropy_blend and self.blend_floor < 1,
             "sylvester": scapre and self.output_reg > 0,
         }
@@ -94,3 +93,9 @@ def _check(settings: ScaPreSettings, name: str, low: float, high: float | None =
         bound = f"> {low}" if low_open else f">= {low}"
         limit = f" and <= {high}" if high is not None else ""
         raise InvalidInputError(f"ScaPre setting {name} must be a finite number {bound}{limit}, got {value!r}")
+
+
+def _check_int(settings: ScaPreSettings, name: str, low: int, high: int) -> None:
+    value = getattr(settings, name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInputError(f"ScaPre setting {name} must be an integer from {low} to {high}, got {value!r}")

@@ -97,7 +97,8 @@ def test_uce_mode_and_switches_from_the_command_line(tiny_pipeline, tmp_path):
 def test_switches_turn_on_and_off_from_the_command_line(tiny_pipeline, tmp_path):
     out = tmp_path / "switched.safetensors"
     args = ["scapre", "--pipeline", str(tiny_pipeline), "--concepts", "dog", "--out", str(out), "--device", "cpu"]
-    switches = ["--spectral", "--bures", "--no-row-mask", "--no-entropy-blend", "--blend-floor", "0.5"]
+    switches = ["--spectral", "--bures", "--bures-form", "release", "--no-row-mask", "--no-entropy-blend"]
+    switches += ["--blend-floor", "0.5"]
     assert main([*args, *switches]) == 0
     metadata = ScaPreEdit.load(out).metadata
     assert metadata["active"] == {
@@ -107,7 +108,7 @@ def test_switches_turn_on_and_off_from_the_command_line(tiny_pipeline, tmp_path)
         "entropy_blend": False,
         "sylvester": False,
     }
-    assert metadata["settings"]["blend_floor"] == 0.5
+    assert metadata["settings"]["blend_floor"] == 0.5 and metadata["settings"]["bures_form"] == "release"
 
 
 # --- bad input -----------------------------------------------------------------------------

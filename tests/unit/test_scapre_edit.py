@@ -110,6 +110,10 @@ def test_bad_scale_and_settings_say_what_to_fix(edit):
         ScaPreSettings(entropy_bins=1).validate()
     with pytest.raises(InvalidInputError, match="mask_form must be one of"):
         ScaPreSettings(mask_form="rows").validate()
+    with pytest.raises(InvalidInputError, match="bures_form must be one of"):
+        ScaPreSettings(bures_form="paper").validate()
+    with pytest.raises(InvalidInputError, match="bures_iters must be an integer from 1"):
+        ScaPreSettings(bures_iters=0).validate()
     with pytest.raises(InvalidInputError, match="mask_temperature"):
         ScaPreSettings(mask_temperature=0.0).validate()
     concepts, anchors, _ = tokens()

@@ -16,6 +16,7 @@ from fia_engine.scapre.geometry import (
     bures_distance,
     bures_proximal,
     bures_step,
+    release_bures,
     row_response_entropy,
 )
 from fia_engine.scapre.row_mask import (
@@ -285,6 +286,31 @@ def test_bures_step_moves_rows_toward_the_original(problem):
     assert bool((bures_distance(after, w) <= bures_distance(edited, w) + 1e-12).all())
     assert bures_distance(after, w).sum() < bures_distance(edited, w).sum()
     assert stepped.rank == raw.rank + flipped  # sign flips add one rank each, the rest stays low rank
+
+
+def test_release_bures_step_by_hand():
+    w0 = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 0.0]], dtype=torch.float64)
+    edited = torch.tensor([[6.0, 0.0], [5.0, 0.0], [-4.0, 0.0]], dtype=torch.float64)
+    lam, mu = 0.5, 0.25
+    out = release_bures(edited, w0, mu, lam, iters=1)
+    # row 0 keeps its direction (kappa = 1): radius (0.5 * 6 + 0.25 * 3) / 0.75 = 5
+    # rows 1 and 2 are orthogonal / opposite (kappa = 0): the length shrinks to lam / (lam + mu) = 2/3
+    expected = torch.tensor([[5.0, 0.0], [10 / 3, 0.0], [-8 / 3, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(out, expected)
+    # a second iteration reads kappa from the new direction: row 0 is already aligned, so unchanged
+    torch.testing.assert_close(release_bures(edited, w0, mu, lam, iters=2)[0], expected[0])
+    torch.testing.assert_close(release_bures(edited, w0, 0.0, 0.0, iters=1), edited)
+
+
+def test_release_bures_in_compute_edit_uses_the_mean_row_entropy(problem):
+    w, c, a, p = problem.values()
+    without = compute_edit({"x.to_k": w}, c, a, p, ScaPreSettings(**OFF))
+    settings = ScaPreSettings(bures_form="release", **{**OFF, "bures": True})
+    edit = compute_edit({"x.to_k": w}, c, a, p, settings)
+    mu = float(row_response_entropy(w, c, settings.entropy_bins).mean())
+    assert edit.metadata["layer_stats"]["x.to_k"]["bures_mu"] == pytest.approx(mu)
+    expected = release_bures(w + without.delta("x.to_k").double(), w, mu, settings.ridge, 1) - w
+    torch.testing.assert_close(edit.delta("x.to_k").double(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_proximal_step_minimises_its_objective():
