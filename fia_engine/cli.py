@@ -14,7 +14,7 @@ import time
 
 from .errors import FIAError, InvalidInputError
 from .localize import check_ratio
-from .scapre.settings import BURES_FORMS, MASK_FORMS, ScaPreSettings
+from .scapre.settings import BURES_FORMS, MASK_FORMS, SPECTRAL_FORMS, ScaPreSettings
 
 logger = logging.getLogger("fia_engine.cli")
 
@@ -106,7 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     scapre.add_argument("--mask-power", type=float, default=defaults.mask_power, help="p (%(default)s)")
     scapre.add_argument("--mask-temperature", type=float, default=defaults.mask_temperature, help="T (%(default)s)")
     scapre.add_argument("--spectral", action=switch, default=defaults.spectral, help="spectral weighting")
+    scapre.add_argument(
+        "--spectral-form", default=defaults.spectral_form, choices=list(SPECTRAL_FORMS), help="(%(default)s)"
+    )
     scapre.add_argument("--spectral-rho", type=float, default=defaults.spectral_rho, help="rho (%(default)s)")
+    for name, what in (("temperature", "T_sigma"), ("power", "p_sigma"), ("scale", "residual weight")):
+        scapre.add_argument(
+            f"--spectral-{name}",
+            type=float,
+            default=getattr(defaults, f"spectral_{name}"),
+            help=f"release form: {what} (%(default)s)",
+        )
     scapre.add_argument("--bures", action=switch, default=defaults.bures, help="Bures proximal step")
     scapre.add_argument("--bures-eta", type=float, default=defaults.bures_eta, help="eta (%(default)s)")
     scapre.add_argument(
@@ -238,7 +248,11 @@ def run_scapre(args) -> int:
         mask_power=args.mask_power,
         mask_temperature=args.mask_temperature,
         spectral=args.spectral,
+        spectral_form=args.spectral_form,
         spectral_rho=args.spectral_rho,
+        spectral_temperature=args.spectral_temperature,
+        spectral_power=args.spectral_power,
+        spectral_scale=args.spectral_scale,
         bures=args.bures,
         bures_eta=args.bures_eta,
         bures_form=args.bures_form,

@@ -24,7 +24,7 @@ from .layers import weight_mean_abs
 from .row_mask import concept_row_masks
 from .settings import ScaPreSettings
 from .solve import build_system
-from .spectral import check_concept_ids, spectral_weighting
+from .spectral import check_concept_ids, release_residual, spectral_weighting
 from .sylvester import SymmetricEigen, output_gram, solve_sylvester
 
 logger = logging.getLogger(__name__)
@@ -71,8 +71,13 @@ def compute_edit(
     active = settings.active
     started = time.perf_counter()
 
-    weighting = spectral_weighting(concepts, settings.spectral_rho, concept_ids) if active["spectral"] else None
+    capped = active["spectral"] and settings.spectral_form == "cap"
+    weighting = spectral_weighting(concepts, settings.spectral_rho, concept_ids) if capped else None
     system = build_system(concepts, anchors, preserve, settings.preserve_weight, settings.ridge, weighting)
+    residual = residual_down = None
+    if active["spectral"] and not capped:
+        residual = release_residual(concepts, settings.spectral_temperature, settings.spectral_power)
+        residual_down = system.times_inverse(residual)
     gram_eigen = SymmetricEigen.of(system.gram) if active["sylvester"] else None
     owners = torch.zeros(len(concepts), dtype=torch.long, device=concepts.device)
     if mask_groups is not None:
@@ -92,6 +97,8 @@ def compute_edit(
             delta = LayerDelta.full(solve_sylvester(regulariser, gram_eigen, system.rhs(w, target_scale)))
         else:
             delta = LayerDelta.low_rank(system.up(w, target_scale), system.down)
+        if residual is not None:
+            delta = delta.plus(LayerDelta.low_rank(-settings.spectral_scale * (w @ residual.T), residual_down))
         if masks is not None and settings.mask_form == "confine":
             delta = delta.scale_rows(masks.max(0).values)  # a row any concept needs keeps its update
         if active["bures"] and settings.bures_form == "release":

@@ -73,6 +73,12 @@ class LayerDelta:
             return LayerDelta.full(self.dense * column)
         return LayerDelta.low_rank(self.up * column, self.down)
 
+    def plus(self, other: LayerDelta) -> LayerDelta:
+        """self + other: factors side by side when both are low rank, else dense."""
+        if self.is_low_rank and other.is_low_rank:
+            return LayerDelta.low_rank(torch.cat([self.up, other.up], 1), torch.cat([self.down, other.down], 0))
+        return LayerDelta.full(self.to_dense() + other.to_dense())
+
     def row_dots(self, weight: torch.Tensor) -> torch.Tensor:
         """<D[i], W[i]> for every row i, without forming D."""
         if self.dense is not None:

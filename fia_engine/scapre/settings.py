@@ -17,6 +17,7 @@ from ..errors import InvalidInputError
 MODES = ("scapre", "uce")
 MASK_FORMS = ("target", "confine")
 BURES_FORMS = ("exact", "release")
+SPECTRAL_FORMS = ("cap", "release")
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,11 @@ class ScaPreSettings:
     mask_power: float = 2.0  # p in sigmoid(z / T)^p (release: 2)
     mask_temperature: float = 0.7  # T (release: 0.7)
     spectral: bool = False  # release: its svd step is off in the Imagenette command; on for many concepts
-    spectral_rho: float = 10.0  # cap in units of one concept's energy: ~rho concepts on a direction halve it
+    spectral_form: str = "cap"  # "cap" (ours: weights the concept term) or "release" (its --svd residual term)
+    spectral_rho: float = 10.0  # form "cap": in units of one concept's energy, ~rho concepts on a direction halve it
+    spectral_temperature: float = 1.0  # form "release": T_sigma (release: 1)
+    spectral_power: float = 1.0  # form "release": p_sigma (release: 1)
+    spectral_scale: float = 1.0  # form "release": weight of the residual term (release: its erase scale, 1)
     bures: bool = False  # release: only in its large-scale pipeline (erase_scale.py)
     bures_eta: float = 0.1  # form "exact": proximal weight, the edited row moves 1 / (1 + eta) of the way
     bures_form: str = "exact"  # "exact" (ours, low rank) or "release" (its radius/direction step, dense)
@@ -44,6 +49,8 @@ class ScaPreSettings:
         """Return self, or raise InvalidInputError naming the setting and its allowed range."""
         if self.mode not in MODES:
             raise InvalidInputError(f"ScaPre mode must be one of {MODES}, got {self.mode!r}")
+        if self.spectral_form not in SPECTRAL_FORMS:
+            raise InvalidInputError(f"ScaPre spectral_form must be one of {SPECTRAL_FORMS}, got {self.spectral_form!r}")
         if self.bures_form not in BURES_FORMS:
             raise InvalidInputError(f"ScaPre bures_form must be one of {BURES_FORMS}, got {self.bures_form!r}")
         if self.mask_form not in MASK_FORMS:
@@ -56,6 +63,9 @@ class ScaPreSettings:
         _check(self, "mask_power", low=0.0, low_open=True, high=64.0)
         _check(self, "mask_temperature", low=0.0, low_open=True, high=100.0)
         _check(self, "spectral_rho", low=0.0, low_open=True)
+        _check(self, "spectral_temperature", low=0.0, low_open=True)
+        _check(self, "spectral_power", low=0.0, low_open=True, high=64.0)
+        _check(self, "spectral_scale", low=0.0, high=10.0)
         _check(self, "bures_eta", low=0.0)
         _check(self, "blend_floor", low=0.0, high=1.0)
         _check_int(self, "entropy_bins", 2, 1000)

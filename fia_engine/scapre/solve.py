@@ -13,8 +13,9 @@ C^ = T E_c and R^ = T R = T (E_a - E_c) W^T, the normal equations give
 
 so D = up @ down with up = W (T (E_a - E_c))^T (d_out x k) and down = C^ M^-1 (k x d_in):
 rank <= k <= n. With the row mask in its "target" form each row's target is scaled,
-V*[j, i] -> m[i, j] V*[j, i], and up = (m * (W E_a^T) - W E_c^T) T^T: still rank <= k. M, its Cholesky factor and ``down`` depend only on the token embeddings,
-so one solve serves every to_k and to_v; each layer costs one (d_out x d_in x k) product.
+V*[j, i] -> m[i, j] V*[j, i], and up = (m * (W E_a^T) - W E_c^T) T^T: still rank <= k.
+M, its Cholesky factor and ``down`` depend only on the token embeddings, so one solve
+serves every to_k and to_v; each layer costs one (d_out x d_in x k) product.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class ConceptSystem:
     concepts: torch.Tensor  # E_c (n x d_in), unweighted, for scaled targets
     anchors: torch.Tensor  # E_a (n x d_in)
     weighting: torch.Tensor | None  # T (k x n), None for the identity
+    factor: torch.Tensor  # Cholesky factor of M
+
+    def times_inverse(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows M^-1 (r x d_in), by the stored factor."""
+        return torch.cholesky_solve(rows.T, self.factor).T
 
     def up(self, weight: torch.Tensor, target_scale: torch.Tensor | None = None) -> torch.Tensor:
         """R^^T (d_out x k): the layer's half of the low-rank edit.
@@ -80,7 +86,14 @@ def build_system(
         )
     down = torch.cholesky_solve(rows.T, factor).T
     return ConceptSystem(
-        rows=rows, shift=shift, gram=gram, down=down, concepts=concepts, anchors=anchors, weighting=weighting
+        rows=rows,
+        shift=shift,
+        gram=gram,
+        down=down,
+        concepts=concepts,
+        anchors=anchors,
+        weighting=weighting,
+        factor=factor,
     )
 
 

@@ -15,6 +15,14 @@ direction only exceeds it when several concepts pile onto it, so a lone concept 
 nearly its whole weight (phi >= rho / (1 + rho)), and a direction shared by about rho
 concepts is halved. Without concept labels every token row counts as a concept.
 It is still a weighted least-squares problem: its rows are T E_c with T = Phi^1/2 U^T.
+
+The release's own step (spectral_form "release", its --svd): SVD of the stacked concept
+rows, a gate g(s) = sigmoid((s - median s) / T_sigma)^p_sigma on the singular values, the
+projector P = I - U diag(g) U^T that takes out the gated (leading) directions, and an extra
+term in the solve's numerator, -scale W (P C)(P C)^T, which pushes each layer's response
+to the concepts' remaining (less shared) part toward zero:
+
+    D_extra = -scale * W (P C) (P C)^T M^-1      (low rank: (P C) has n columns)
 """
 
 from __future__ import annotations
@@ -65,3 +73,10 @@ def spectral_weighting(
     u, sigma = u[:, keep], sigma[keep]
     phi = spectral_filter(sigma, rho, concept_energy(concepts, concept_ids))
     return phi.sqrt().unsqueeze(1) * u.T
+
+
+def release_residual(concepts: torch.Tensor, temperature: float, power: float) -> torch.Tensor:
+    """(P C)^T (n x d_in): the concept rows without their gated leading singular directions."""
+    u, sigma, _ = torch.linalg.svd(concepts.T, full_matrices=False)  # u: d_in x r
+    gate = torch.sigmoid((sigma - sigma.median()) / temperature).pow(power)
+    return concepts - ((concepts @ u) * gate) @ u.T

@@ -98,7 +98,7 @@ def test_switches_turn_on_and_off_from_the_command_line(tiny_pipeline, tmp_path)
     out = tmp_path / "switched.safetensors"
     args = ["scapre", "--pipeline", str(tiny_pipeline), "--concepts", "dog", "--out", str(out), "--device", "cpu"]
     switches = ["--spectral", "--bures", "--bures-form", "release", "--no-row-mask", "--no-entropy-blend"]
-    switches += ["--blend-floor", "0.5"]
+    switches += ["--blend-floor", "0.5", "--spectral-form", "release", "--spectral-scale", "2"]
     assert main([*args, *switches]) == 0
     metadata = ScaPreEdit.load(out).metadata
     assert metadata["active"] == {
@@ -109,6 +109,7 @@ def test_switches_turn_on_and_off_from_the_command_line(tiny_pipeline, tmp_path)
         "sylvester": False,
     }
     assert metadata["settings"]["blend_floor"] == 0.5 and metadata["settings"]["bures_form"] == "release"
+    assert metadata["settings"]["spectral_form"] == "release" and metadata["settings"]["spectral_scale"] == 2.0
 
 
 # --- bad input -----------------------------------------------------------------------------

@@ -110,6 +110,10 @@ def test_bad_scale_and_settings_say_what_to_fix(edit):
         ScaPreSettings(entropy_bins=1).validate()
     with pytest.raises(InvalidInputError, match="mask_form must be one of"):
         ScaPreSettings(mask_form="rows").validate()
+    with pytest.raises(InvalidInputError, match="spectral_form must be one of"):
+        ScaPreSettings(spectral_form="svd").validate()
+    with pytest.raises(InvalidInputError, match="spectral_scale"):
+        ScaPreSettings(spectral_scale=-1.0).validate()
     with pytest.raises(InvalidInputError, match="bures_form must be one of"):
         ScaPreSettings(bures_form="paper").validate()
     with pytest.raises(InvalidInputError, match="bures_iters must be an integer from 1"):

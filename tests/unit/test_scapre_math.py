@@ -26,7 +26,7 @@ from fia_engine.scapre.row_mask import (
     soft_row_mask,
 )
 from fia_engine.scapre.solve import build_system, closed_form_delta
-from fia_engine.scapre.spectral import concept_energy, spectral_filter, spectral_weighting
+from fia_engine.scapre.spectral import concept_energy, release_residual, spectral_filter, spectral_weighting
 from fia_engine.scapre.sylvester import output_gram, solve_sylvester
 
 OFF = dict(row_mask=False, spectral=False, bures=False, entropy_blend=False)
@@ -270,6 +270,35 @@ def test_spectral_weighting_reduces_the_update_along_a_shared_direction():
     along_plain = compute_edit({"x.to_k": w}, concepts, anchors, preserve, plain).delta("x.to_k") @ shared.float()
     along_spectral = compute_edit({"x.to_k": w}, concepts, anchors, preserve, spectral).delta("x.to_k") @ shared.float()
     assert along_spectral.norm() < 0.8 * along_plain.norm()
+
+
+def test_release_spectral_step_equals_its_dense_formula(problem):
+    """D = closed form - scale W (P C)(P C)^T M^-1, with P gating out the leading directions."""
+    w, c, a, p = problem.values()
+    u, sigma, _ = torch.linalg.svd(c.T, full_matrices=False)
+    gate = torch.sigmoid((sigma - sigma.median()) / 0.5) ** 2
+    projector = torch.eye(10, dtype=torch.float64) - u @ torch.diag(gate) @ u.T
+    torch.testing.assert_close(release_residual(c, 0.5, 2.0), (projector @ c.T).T)
+    m = c.T @ c + 0.7 * p.T @ p + 0.3 * torch.eye(10, dtype=torch.float64)
+    pc = projector @ c.T
+    extra = -1.5 * w @ pc @ torch.linalg.solve(m, pc).T
+    expected = closed_form_delta(w, c, a, p, 0.7, 0.3) + extra
+    settings = ScaPreSettings(
+        preserve_weight=0.7,
+        ridge=0.3,
+        spectral_form="release",
+        spectral_temperature=0.5,
+        spectral_power=2.0,
+        spectral_scale=1.5,
+        **{**OFF, "spectral": True},
+    )
+    edit = compute_edit({"x.to_k": w}, c, a, p, settings)
+    assert relative_error(edit.delta("x.to_k").double(), expected) < 1e-5
+    # the term works against the original response to the concepts' residual part:
+    # <W PC, -s W PC G> = -s tr(PC^T W^T W PC G) <= 0 with G = (PC)^T M^-1 PC positive semidefinite
+    plain = compute_edit({"x.to_k": w}, c, a, p, ScaPreSettings(preserve_weight=0.7, ridge=0.3, **OFF))
+    added = (edit.delta("x.to_k") - plain.delta("x.to_k")).double()
+    assert float(((added @ pc) * (w @ pc)).sum()) < 0
 
 
 def test_bures_step_moves_rows_toward_the_original(problem):
