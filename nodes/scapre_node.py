@@ -12,6 +12,7 @@ from comfy_api.latest import io
 
 from ..fia_engine.scapre import ScaPreEdit, ScaPreSettings
 from ..fia_engine.scapre.edit import MAX_SCALE
+from ..fia_engine.scapre.settings import BURES_FORMS, SPECTRAL_FORMS
 from . import host
 from .summary import scapre_summary, ui
 from .types import ScaPreEdit as ScaPreEditType
@@ -98,6 +99,13 @@ class FIAScaPreErase(io.ComfyNode):
                     tooltip="How many concepts may pile onto one direction before it is damped to half: lower damps "
                     "more. One concept alone is never damped by more than 1 / (1 + rho).",
                 ),
+                io.Combo.Input(
+                    "spectral_form",
+                    options=list(SPECTRAL_FORMS),
+                    default=DEFAULTS.spectral_form,
+                    tooltip="cap: our smooth cap of shared directions (uses spectral_rho). release: the authors' "
+                    "release's step, which pushes the layers' response to the concepts' less shared part to zero.",
+                ),
                 io.Boolean.Input(
                     "bures",
                     default=DEFAULTS.bures,
@@ -109,7 +117,14 @@ class FIAScaPreErase(io.ComfyNode):
                     min=0.0,
                     max=10.0,
                     step=0.01,
-                    tooltip="Strength eta of the pull back: rows move 1 / (1 + eta) of the way.",
+                    tooltip="Strength eta of the pull back (form exact): rows move 1 / (1 + eta) of the way.",
+                ),
+                io.Combo.Input(
+                    "bures_form",
+                    options=list(BURES_FORMS),
+                    default=DEFAULTS.bures_form,
+                    tooltip="exact: our proximal step, keeps the edit low rank (uses bures_eta). release: the authors' "
+                    "release's length-and-direction step, its strength from the rows' entropy; the edit is stored dense.",
                 ),
                 io.Boolean.Input(
                     "entropy_blend",
@@ -153,8 +168,10 @@ class FIAScaPreErase(io.ComfyNode):
         mask_power: float,
         spectral: bool,
         spectral_rho: float,
+        spectral_form: str,
         bures: bool,
         bures_eta: float,
+        bures_form: str,
         entropy_blend: bool,
         blend_floor: float,
         preserve: str = "",
@@ -165,8 +182,10 @@ class FIAScaPreErase(io.ComfyNode):
             mask_power=mask_power,
             spectral=spectral,
             spectral_rho=spectral_rho,
+            spectral_form=spectral_form,
             bures=bures,
             bures_eta=bures_eta,
+            bures_form=bures_form,
             entropy_blend=entropy_blend,
             blend_floor=blend_floor,
         )

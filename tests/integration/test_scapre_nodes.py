@@ -70,6 +70,8 @@ def erase_graph(ckpt: str, concepts: str = CONCEPTS, scale: float = 1.0, **over)
         "spectral_rho": 1.0,
         "bures": True,
         "bures_eta": 0.1,
+        "bures_form": "exact",
+        "spectral_form": "cap",
         "entropy_blend": True,
         "blend_floor": 0.8,
         "preserve": "",
@@ -123,7 +125,8 @@ def test_scapre_nodes_load_with_description_and_tooltips(comfy, fia_pack):
     assert tuple(erase.RETURN_TYPES) == ("MODEL", "FIA_SCAPRE_EDIT")
     spec = {name: entry for section in erase.INPUT_TYPES().values() for name, entry in section.items()}
     engine = ScaPreSettings()
-    for name in ("mode", "row_mask", "mask_power", "spectral", "spectral_rho", "bures", "bures_eta"):
+    names = ("mode", "row_mask", "mask_power", "spectral", "spectral_rho", "spectral_form", "bures", "bures_eta")
+    for name in (*names, "bures_form"):
         assert spec[name][1]["default"] == getattr(engine, name), name
     assert spec["entropy_blend"][1]["default"] == engine.entropy_blend
     assert spec["blend_floor"][1]["default"] == engine.blend_floor

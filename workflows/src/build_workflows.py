@@ -397,9 +397,9 @@ def apply_saved_workflow() -> Path:
 
 
 # FIAScaPreErase widgets after `concepts`: anchor, mode, scale, then the four ScaPre switches with
-# their values, then the optional preserve list. The engine's defaults (ScaPreSettings); the
+# their values and forms, then the optional preserve list. The engine's defaults (ScaPreSettings); the
 # workflow test checks that they still are.
-SCAPRE_DEFAULTS = ["", "scapre", 1.0, True, 2.0, False, 10.0, False, 0.1, True, 0.8, ""]
+SCAPRE_DEFAULTS = ["", "scapre", 1.0, True, 2.0, False, 10.0, "cap", False, 0.1, "exact", True, 0.8, ""]
 
 
 def scapre_workflow() -> Path:
