@@ -63,7 +63,7 @@ def compute_edit(
             f"anchor token rows {tuple(anchors.shape)} must match the concept rows {tuple(concepts.shape)} "
             "(the anchor taken at the concept's token positions)"
         )
-    mask_groups = None if concept_ids is None else check_concept_ids(concept_ids, len(concepts))
+    masks_per_concept = concept_ids is not None
     concept_ids = check_concept_ids(concept_ids, len(concepts))
     preserve = _tokens("preserve", preserve_tokens, width).to(**place)
     empty = _tokens("empty", empty_tokens, width)
@@ -80,13 +80,15 @@ def compute_edit(
         residual_down = system.times_inverse(residual)
     gram_eigen = SymmetricEigen.of(system.gram) if active["sylvester"] else None
     owners = torch.zeros(len(concepts), dtype=torch.long, device=concepts.device)
-    if mask_groups is not None:
-        owners = torch.unique(mask_groups.to(concepts.device), return_inverse=True)[1]
+    if masks_per_concept:
+        owners = torch.unique(concept_ids.to(concepts.device), return_inverse=True)[1]
     layers, stats = {}, {}
     for name, weight in weights.items():
         w = weight.detach().to(**place)
         layer_stats = {"weight_norm": float(w.norm())}
-        masks = target_scale = None
+        masks = target_scale = entropy = None
+        if active["entropy_blend"] or (active["bures"] and settings.bures_form == "release"):
+            entropy = row_response_entropy(w, concepts, settings.entropy_bins)  # shared by both steps
         if active["row_mask"]:
             masks = concept_row_masks(w, concepts, references, owners, settings.mask_power, settings.mask_temperature)
             layer_stats["mask_mean"] = float(masks.mean())
@@ -102,13 +104,13 @@ def compute_edit(
         if masks is not None and settings.mask_form == "confine":
             delta = delta.scale_rows(masks.max(0).values)  # a row any concept needs keeps its update
         if active["bures"] and settings.bures_form == "release":
-            mu = float(row_response_entropy(w, concepts, settings.entropy_bins).mean())
+            mu = float(entropy.mean())
             edited = release_bures(w + delta.to_dense(), w, mu, settings.ridge, settings.bures_iters)
             delta, layer_stats["bures_mu"] = LayerDelta.full(edited - w), mu
         elif active["bures"]:
             delta, layer_stats["flipped_rows"] = bures_step(delta, w, settings.bures_eta)
         if active["entropy_blend"]:
-            alpha = blend_factors(row_response_entropy(w, concepts, settings.entropy_bins), settings.blend_floor)
+            alpha = blend_factors(entropy, settings.blend_floor)
             layer_stats["blend_mean"] = float(alpha.mean())
             delta = delta.scale_rows(alpha)
         layers[name] = delta.compact(settings.rank_tol).to("cpu", torch.float32)
