@@ -11,7 +11,6 @@ Loading uses safetensors only (no pickle) and validates everything before return
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +19,11 @@ import torch
 
 from .compatibility import Wording, check_compatible
 from .errors import CorruptMaskError, InvalidInputError, MaskMismatchError
-from .layers import shape_fingerprint
-from .safetensors_files import read_checked, save_atomic
+from .safetensors_files import FileKind, load_made_for_model, save_made_for_model
 
 FORMAT = "fia-mask"
 FORMAT_VERSION = 1
+_KIND = FileKind(FORMAT, FORMAT_VERSION, metadata_key="fia", title="FIA mask", article="an")
 _PREFIX = "pruned."
 _WORDING = Wording(
     name="mask",
@@ -109,51 +108,17 @@ class FIAMask:
     # -- files -------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a failed save leaves no partial file and keeps any older file intact."""
-        path = Path(path)
         tensors = {
             _PREFIX + name: idx.detach().to("cpu", torch.int32).contiguous() for name, idx in self.indices.items()
         }
-        header = {
-            "format": FORMAT,
-            "format_version": str(FORMAT_VERSION),
-            "family": self.family,
-            "fingerprint": self.fingerprint,
-            "shapes": json.dumps({k: list(v) for k, v in self.shapes.items()}),
-            "weight_signature": json.dumps(self.weight_signature),
-            "fia": json.dumps(self.metadata, default=str),
-            "pruned": str(self.pruned_count),
-            "total": str(self.total_count),
-        }
-        return save_atomic(tensors, header, path, prefix=".fia-")
+        counts = {"pruned": str(self.pruned_count), "total": str(self.total_count)}
+        return save_made_for_model(path, _KIND, tensors, self, self.metadata, counts)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> FIAMask:
-        path = Path(path)
-        tensors, header = read_checked(path, "mask file", device)
-        if header.get("format") != FORMAT:
-            raise CorruptMaskError(f"{path} is not an FIA mask (format={header.get('format')!r}, expected {FORMAT!r})")
-        if int(header.get("format_version", "0")) > FORMAT_VERSION:
-            raise CorruptMaskError(
-                f"{path} uses mask format {header['format_version']}; update the extension to read it"
-            )
-        try:
-            shapes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(header["shapes"]).items()}
-            signature = {k: float(v) for k, v in json.loads(header.get("weight_signature", "{}")).items()}
-            metadata = json.loads(header.get("fia", "{}"))
-            mask = cls(
-                indices={},
-                shapes=shapes,
-                family=header["family"],
-                fingerprint=header["fingerprint"],
-                weight_signature=signature,
-                metadata=metadata,
-            )
-        except (KeyError, ValueError, TypeError, IndexError) as error:
-            raise CorruptMaskError(f"{path} has damaged metadata ({error})") from None
-        mask.indices = _validated_indices(path, tensors, shapes)
-        if shape_fingerprint(shapes) != mask.fingerprint:
-            raise CorruptMaskError(f"{path}: the stored fingerprint does not match the stored layer shapes")
-        return mask
+        tensors, made = load_made_for_model(path, _KIND, device)
+        indices = _validated_indices(Path(path), tensors, made.shapes)
+        return cls(indices, made.shapes, made.family, made.fingerprint, made.weight_signature, made.metadata)
 
 
 def _validated_indices(

@@ -11,7 +11,6 @@ The edit is applied as W + scale * delta; the source weights are never modified.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,12 @@ import torch
 
 from ..compatibility import Wording, check_compatible
 from ..errors import CorruptMaskError, InvalidInputError, MaskMismatchError
-from ..layers import shape_fingerprint
-from ..safetensors_files import read_checked, save_atomic
+from ..safetensors_files import FileKind, load_made_for_model, save_made_for_model
 from .delta import LayerDelta
 
 FORMAT = "scapre-edit"
 FORMAT_VERSION = 1
+_KIND = FileKind(FORMAT, FORMAT_VERSION, metadata_key="scapre", title="ScaPre edit", article="a")
 MAX_SCALE = 10.0
 _KINDS = ("up", "down", "dense")
 _WORDING = Wording(
@@ -129,47 +128,19 @@ class ScaPreEdit:
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a failed save leaves no partial file and keeps any older file intact."""
-        path = Path(path)
         tensors = {}
         for name, delta in self.layers.items():
             parts = {"dense": delta.dense} if not delta.is_low_rank else {"up": delta.up, "down": delta.down}
             for kind, tensor in parts.items():
                 tensors[f"{kind}.{name}"] = tensor.detach().to("cpu", torch.float32).contiguous()
-        header = {
-            "format": FORMAT,
-            "format_version": str(FORMAT_VERSION),
-            "family": self.family,
-            "fingerprint": self.fingerprint,
-            "shapes": json.dumps({k: list(v) for k, v in self.shapes.items()}),
-            "weight_signature": json.dumps(self.weight_signature),
-            "scapre": json.dumps(self.metadata, default=str),
-            "stored_bytes": str(self.stored_bytes),
-            "dense_bytes": str(self.dense_bytes),
-        }
-        return save_atomic(tensors, header, path, prefix=".scapre-")
+        sizes = {"stored_bytes": str(self.stored_bytes), "dense_bytes": str(self.dense_bytes)}
+        return save_made_for_model(path, _KIND, tensors, self, self.metadata, sizes)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> ScaPreEdit:
-        path = Path(path)
-        tensors, header = read_checked(path, "ScaPre edit file", device)
-        if header.get("format") != FORMAT:
-            raise CorruptMaskError(
-                f"{path} is not a ScaPre edit (format={header.get('format')!r}, expected {FORMAT!r})"
-            )
-        try:
-            version = int(header.get("format_version", "0"))
-            shapes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(header["shapes"]).items()}
-            signature = {k: float(v) for k, v in json.loads(header.get("weight_signature", "{}")).items()}
-            metadata = json.loads(header.get("scapre", "{}"))
-            family, fingerprint = header["family"], header["fingerprint"]
-        except (KeyError, ValueError, TypeError, IndexError) as error:
-            raise CorruptMaskError(f"{path} has damaged metadata ({error})") from None
-        if version > FORMAT_VERSION:
-            raise CorruptMaskError(f"{path} uses ScaPre edit format {version}; update the extension to read it")
-        if shape_fingerprint(shapes) != fingerprint:
-            raise CorruptMaskError(f"{path}: the stored fingerprint does not match the stored layer shapes")
-        layers = _validated_layers(path, tensors, shapes)
-        return cls(layers, shapes, family, fingerprint, signature, metadata)
+        tensors, made = load_made_for_model(path, _KIND, device)
+        layers = _validated_layers(Path(path), tensors, made.shapes)
+        return cls(layers, made.shapes, made.family, made.fingerprint, made.weight_signature, made.metadata)
 
 
 def _validated_layers(
