@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 from pathlib import Path
 
 import diffusers
 
+from fia_engine.diffusers_files import CHECKSUMS, sha256_of
+
 logger = logging.getLogger(__name__)
 
-CHECKSUMS = "SHA256SUMS"
 WEIGHT_SUFFIX = ".safetensors"
 
 
@@ -47,14 +47,6 @@ def save_model(out_dir: Path, unet, text_encoder, tokenizer, scheduler, metadata
     (out_dir / "training.json").write_text(json.dumps(metadata, indent=2) + "\n")
     write_checksums(out_dir)
     logger.info("model saved to %s", out_dir)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weight_files(model_dir: Path) -> list[Path]:
