@@ -171,7 +171,7 @@ def run_unlearn(args) -> int:
     from .neurons import resolve_r2
     from .prompts import build_prompt_plan
 
-    check_output_file(args.out, overwrite=args.overwrite)
+    check_output_file(args.out, overwrite=args.overwrite, what="--out")
     device = check_device(args.device)
     dtype = parse_dtype(args.dtype or ("fp16" if device.startswith("cuda") else "fp32"))
     settings = CollectionSettings(
@@ -235,7 +235,7 @@ def run_scapre(args) -> int:
     from .diffusers_runner import check_pipeline_folder, parse_dtype
     from .scapre.runner import check_prompts, scapre_unlearn
 
-    check_output_file(args.out, overwrite=args.overwrite)
+    check_output_file(args.out, overwrite=args.overwrite, what="--out")
 
     settings = ScaPreSettings(
         mode=args.mode,
@@ -302,7 +302,7 @@ def run_apply(args) -> int:
         check_strength(args.strength)
     if args.scale is not None:
         check_scale(args.scale)
-    check_output_dir(args.out, exist_ok=False)
+    check_output_dir(args.out, exist_ok=False, what="--out")
     loaded = _load_mask_or_edit(args.mask)
     if isinstance(loaded, FIAMask):
         if args.scale is not None:

@@ -81,14 +81,19 @@ def ratio_arg(name: str) -> Callable[[str], float]:
     return parse
 
 
-def setup_output(verbose: bool, own_loggers: tuple[str, ...] = ("fia_engine",), own_level: int = logging.WARNING):
+def setup_output(
+    verbose: bool,
+    own_loggers: tuple[str, ...] = ("fia_engine",),
+    own_level: int = logging.WARNING,
+    log_format: str = "%(name)s: %(message)s",
+) -> None:
     """Logging and library noise for a command line run.
 
     Default: the command's own loggers at ``own_level``, everything else at WARNING; the
     libraries' notices, progress bars and Python warnings off. ``verbose``: everything at INFO,
     the libraries as chatty as they like to be.
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=log_format)
     for name in own_loggers:
         logging.getLogger(name).setLevel(logging.INFO if verbose else own_level)
     if verbose:
