@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _progress_bar(description: str):
     from tqdm import tqdm
 
-    bar = tqdm(desc=description, unit="call", file=sys.stderr, disable=None)  # None: only on a terminal
+    # disable=None: only on a terminal; delay: shown once the first update has set the total
+    bar = tqdm(desc=description, unit="call", file=sys.stderr, disable=None, delay=0.5)
 
     def update(done: int, total: int) -> None:
         bar.total = total

@@ -89,15 +89,16 @@ def setup_output(
 ) -> None:
     """Logging and library noise for a command line run.
 
-    Default: the command's own loggers at ``own_level``, everything else at WARNING; the
-    libraries' notices, progress bars and Python warnings off. ``verbose``: everything at INFO,
-    the libraries as chatty as they like to be.
+    Default: the ``own_loggers`` at ``own_level``, everything else at WARNING; the libraries'
+    notices, progress bars and Python warnings off. ``verbose``: the root logger at INFO, the
+    libraries at their own defaults (notices, warnings and progress bars on).
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=log_format)
-    for name in own_loggers:
-        logging.getLogger(name).setLevel(logging.INFO if verbose else own_level)
     if verbose:
         return
+    if own_level != logging.WARNING:  # otherwise they follow the root logger's level
+        for name in own_loggers:
+            logging.getLogger(name).setLevel(own_level)
     # Read when the libraries are imported (they are imported later, inside the commands);
     # setdefault keeps a user's own choice.
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
