@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -34,15 +35,34 @@ class FileKind:
     article: str  # "an"
 
 
-@dataclass
-class ModelHeader:
-    """The header fields every mask and edit has."""
+class ModelFile:
+    """save / load for a mask or edit dataclass whose fields are (content, shapes, family,
+    fingerprint, weight_signature, metadata); the subclass says how its content is stored."""
 
-    shapes: dict[str, tuple[int, int]]
-    family: str
-    fingerprint: str
-    weight_signature: dict[str, float] = field(default_factory=dict)
-    metadata: dict = field(default_factory=dict)
+    FILE_KIND: ClassVar[FileKind]
+
+    def file_tensors(self) -> dict[str, torch.Tensor]:
+        """The content as the tensors of the file."""
+        raise NotImplementedError
+
+    def file_entries(self) -> dict[str, str]:
+        """Header entries of this kind besides the shared ones (counts, sizes: for a quick look)."""
+        return {}
+
+    @staticmethod
+    def content_from(path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]):
+        """The content from a file's tensors, checked against the layer shapes (CorruptMaskError)."""
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a failed save leaves no partial file and keeps any older file intact."""
+        return save_made_for_model(path, self.FILE_KIND, self.file_tensors(), self, self.metadata, self.file_entries())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu"):
+        """Read and validate a file (safetensors only, no pickle); CorruptMaskError for a damaged one."""
+        tensors, fields = load_made_for_model(path, cls.FILE_KIND, device)
+        return cls(cls.content_from(Path(path), tensors, fields["shapes"]), **fields)
 
 
 def save_made_for_model(
@@ -70,8 +90,9 @@ def save_made_for_model(
 
 def load_made_for_model(
     path: str | os.PathLike, kind: FileKind, device: str | torch.device = "cpu"
-) -> tuple[dict[str, torch.Tensor], ModelHeader]:
-    """The tensors and the checked header of a ``kind`` file; CorruptMaskError for anything wrong."""
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors of a ``kind`` file and its checked header fields (shapes, family, fingerprint,
+    weight_signature, metadata); CorruptMaskError for anything wrong."""
     path = Path(path)
     tensors, header = read_checked(path, f"{kind.title} file", device)
     if header.get("format") != kind.format:
@@ -80,20 +101,20 @@ def load_made_for_model(
         )
     try:
         version = int(header.get("format_version", "0"))
-        made = ModelHeader(
-            shapes={k: (int(v[0]), int(v[1])) for k, v in json.loads(header["shapes"]).items()},
-            family=header["family"],
-            fingerprint=header["fingerprint"],
-            weight_signature={k: float(v) for k, v in json.loads(header.get("weight_signature", "{}")).items()},
-            metadata=json.loads(header.get(kind.metadata_key, "{}")),
-        )
+        fields = {
+            "shapes": {k: (int(v[0]), int(v[1])) for k, v in json.loads(header["shapes"]).items()},
+            "family": header["family"],
+            "fingerprint": header["fingerprint"],
+            "weight_signature": {k: float(v) for k, v in json.loads(header.get("weight_signature", "{}")).items()},
+            "metadata": json.loads(header.get(kind.metadata_key, "{}")),
+        }
     except (KeyError, ValueError, TypeError, IndexError) as error:
         raise CorruptMaskError(f"{path} has damaged metadata ({error})") from None
     if version > kind.version:
         raise CorruptMaskError(f"{path} uses {kind.title} format {version}; update the extension to read it")
-    if shape_fingerprint(made.shapes) != made.fingerprint:
+    if shape_fingerprint(fields["shapes"]) != fields["fingerprint"]:
         raise CorruptMaskError(f"{path}: the stored fingerprint does not match the stored layer shapes")
-    return tensors, made
+    return tensors, fields
 
 
 def save_atomic(tensors: dict[str, torch.Tensor], header: dict[str, str], path: str | os.PathLike) -> Path:

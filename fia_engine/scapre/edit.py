@@ -11,30 +11,24 @@ The edit is applied as W + scale * delta; the source weights are never modified.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from ..compatibility import Wording, check_compatible
 from ..errors import CorruptMaskError, InvalidInputError, MaskMismatchError
-from ..safetensors_files import FileKind, load_made_for_model, save_made_for_model
+from ..safetensors_files import FileKind, ModelFile
 from .delta import LayerDelta
 
 FORMAT = "scapre-edit"
 FORMAT_VERSION = 1
-_KIND = FileKind(FORMAT, FORMAT_VERSION, metadata_key="scapre", title="ScaPre edit", article="a")
+_FILE_KIND = FileKind(FORMAT, FORMAT_VERSION, metadata_key="scapre", title="ScaPre edit", article="a")
 MAX_SCALE = 10.0
 _KINDS = ("up", "down", "dense")
-_WORDING = Wording(
-    name="ScaPre edit",
-    log_name="ScaPre edit",
-    noun="edit",
-    article="an",
-    layers="cross-attention layers",
-    advice="the edit was solved for other weights: check the result",
-)
+_ON_ANOTHER_CHECKPOINT = "the edit was solved for other weights: check the result"
+_WORDING = Wording("ScaPre edit", "ScaPre edit", "edit", "an", "cross-attention layers", _ON_ANOTHER_CHECKPOINT)
 
 
 def check_scale(scale: float) -> float:
@@ -45,8 +39,41 @@ def check_scale(scale: float) -> float:
     return float(scale)
 
 
+def _validated_layers(
+    path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]
+) -> dict[str, LayerDelta]:
+    unknown = [key for key in tensors if key.partition(".")[0] not in _KINDS or key.partition(".")[2] not in shapes]
+    if unknown:
+        raise CorruptMaskError(f"{path}: tensors {unknown[:3]} belong to no layer listed in the metadata")
+    layers = {}
+    for name, (out, inp) in shapes.items():
+        dense, up, down = (tensors.get(f"{kind}.{name}") for kind in ("dense", "up", "down"))
+        for tensor in (dense, up, down):
+            if tensor is not None and (tensor.dtype != torch.float32 or not bool(torch.isfinite(tensor).all())):
+                raise CorruptMaskError(f"{path}: layer {name} holds non-float32 or non-finite values")
+        if dense is not None and up is None and down is None:
+            if tuple(dense.shape) != (out, inp):
+                raise CorruptMaskError(f"{path}: layer {name} dense delta is {tuple(dense.shape)}, not {(out, inp)}")
+            layers[name] = LayerDelta.full(dense)
+        elif dense is None and up is not None and down is not None:
+            if up.dim() != 2 or down.dim() != 2 or up.shape[0] != out or down.shape[1] != inp:
+                raise CorruptMaskError(
+                    f"{path}: layer {name} factors {tuple(up.shape)} @ {tuple(down.shape)} do not give {(out, inp)}"
+                )
+            if up.shape[1] != down.shape[0]:
+                raise CorruptMaskError(f"{path}: layer {name} factors have ranks {up.shape[1]} and {down.shape[0]}")
+            layers[name] = LayerDelta.low_rank(up, down)
+        else:
+            raise CorruptMaskError(f"{path}: layer {name} needs either up and down, or dense, and nothing else")
+    if not layers:
+        raise CorruptMaskError(f"{path}: the edit lists no layers")
+    return layers
+
+
 @dataclass
-class ScaPreEdit:
+class ScaPreEdit(ModelFile):
+    FILE_KIND: ClassVar[FileKind] = _FILE_KIND
+
     layers: dict[str, LayerDelta]
     shapes: dict[str, tuple[int, int]]
     family: str
@@ -125,50 +152,16 @@ class ScaPreEdit:
         """Refuse an edit for another architecture; warn (return False) for another checkpoint."""
         return check_compatible(self, _WORDING, shapes, signature, family)
 
-    # -- files ----------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically: a failed save leaves no partial file and keeps any older file intact."""
+    # -- files (save, load: safetensors_files.ModelFile) ---------------------------------------
+    def file_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {}
         for name, delta in self.layers.items():
             parts = {"dense": delta.dense} if not delta.is_low_rank else {"up": delta.up, "down": delta.down}
             for kind, tensor in parts.items():
                 tensors[f"{kind}.{name}"] = tensor.detach().to("cpu", torch.float32).contiguous()
-        sizes = {"stored_bytes": str(self.stored_bytes), "dense_bytes": str(self.dense_bytes)}
-        return save_made_for_model(path, _KIND, tensors, self, self.metadata, sizes)
+        return tensors
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> ScaPreEdit:
-        tensors, made = load_made_for_model(path, _KIND, device)
-        layers = _validated_layers(Path(path), tensors, made.shapes)
-        return cls(layers, made.shapes, made.family, made.fingerprint, made.weight_signature, made.metadata)
+    def file_entries(self) -> dict[str, str]:
+        return {"stored_bytes": str(self.stored_bytes), "dense_bytes": str(self.dense_bytes)}
 
-
-def _validated_layers(
-    path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]
-) -> dict[str, LayerDelta]:
-    unknown = [key for key in tensors if key.partition(".")[0] not in _KINDS or key.partition(".")[2] not in shapes]
-    if unknown:
-        raise CorruptMaskError(f"{path}: tensors {unknown[:3]} belong to no layer listed in the metadata")
-    layers = {}
-    for name, (out, inp) in shapes.items():
-        dense, up, down = (tensors.get(f"{kind}.{name}") for kind in ("dense", "up", "down"))
-        for tensor in (dense, up, down):
-            if tensor is not None and (tensor.dtype != torch.float32 or not bool(torch.isfinite(tensor).all())):
-                raise CorruptMaskError(f"{path}: layer {name} holds non-float32 or non-finite values")
-        if dense is not None and up is None and down is None:
-            if tuple(dense.shape) != (out, inp):
-                raise CorruptMaskError(f"{path}: layer {name} dense delta is {tuple(dense.shape)}, not {(out, inp)}")
-            layers[name] = LayerDelta.full(dense)
-        elif dense is None and up is not None and down is not None:
-            if up.dim() != 2 or down.dim() != 2 or up.shape[0] != out or down.shape[1] != inp:
-                raise CorruptMaskError(
-                    f"{path}: layer {name} factors {tuple(up.shape)} @ {tuple(down.shape)} do not give {(out, inp)}"
-                )
-            if up.shape[1] != down.shape[0]:
-                raise CorruptMaskError(f"{path}: layer {name} factors have ranks {up.shape[1]} and {down.shape[0]}")
-            layers[name] = LayerDelta.low_rank(up, down)
-        else:
-            raise CorruptMaskError(f"{path}: layer {name} needs either up and down, or dense, and nothing else")
-    if not layers:
-        raise CorruptMaskError(f"{path}: the edit lists no layers")
-    return layers
+    content_from = staticmethod(_validated_layers)
