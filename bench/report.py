@@ -1,9 +1,11 @@
-"""Write one section of bench/RESULTS.md, leaving every other section as it is."""
+"""Write one section of bench/RESULTS.md, leaving every other section as it is (atomically)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+from fia_engine.output_paths import write_text_atomic
 
 
 def write_section(results_md: Path, section: str) -> None:
@@ -15,4 +17,10 @@ def write_section(results_md: Path, section: str) -> None:
         text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    results_md.write_text(text.rstrip("\n") + "\n")
+    write_text_atomic(results_md, text.rstrip("\n") + "\n")
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` (made if missing) by writing the whole file anew, atomically."""
+    old = path.read_text() if path.exists() else ""
+    write_text_atomic(path, old + text)

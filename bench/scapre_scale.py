@@ -15,7 +15,6 @@ bytes against the dense bytes of the same layers.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import logging
 import statistics
@@ -23,10 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from fia_engine.command_line import Parser, exit_on_user_error, run_command, setup_output
 
-from bench.report import write_section
-from fia_engine.scapre import ScaPreSettings, compute_edit, find_cross_attention_projections
+with exit_on_user_error():  # Ctrl-C while torch is imported (seconds) ends in one line too
+    import torch
+
+    from bench.report import write_section
+    from fia_engine.devices import check_device
+    from fia_engine.output_paths import check_output_file
+    from fia_engine.scapre import ScaPreSettings, compute_edit, find_cross_attention_projections
 
 logger = logging.getLogger("bench.scapre_scale")
 
@@ -116,10 +120,10 @@ def time_edit(weights, rows, settings: ScaPreSettings, repeats: int, device: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.scapre_scale", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m bench.scapre_scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--concepts", type=int, nargs="+", default=[50], help="concept counts to time (50)")
     parser.add_argument("--preserve", type=int, default=10, help="preserve concepts (10)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up; the median is shown")
     parser.add_argument("--sylvester", action="store_true", help="also time the Sylvester form (output_reg = 1)")
     parser.add_argument(
@@ -129,8 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         help="CPU threads; 1 avoids OpenMP spinning when other jobs share the cores",
     )
     parser.add_argument("--report", default="", help="RESULTS.md whose ScaPre-scale section to replace")
+    parser.add_argument("-v", "--verbose", action="store_true", help="library notices and info logs too")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    setup_output(args.verbose, own_loggers=("bench",))
+    args.command = "python -m bench.scapre_scale " + " ".join(argv if argv is not None else sys.argv[1:])
+    return run_command(_run, args)
+
+
+def _run(args) -> int:
+    if args.report:
+        check_output_file(args.report, overwrite=True, what="--report")
+    args.device = check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -175,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     sys.stdout.write(text + "\n")
     if args.report:
-        command = "python -m bench.scapre_scale " + " ".join(argv if argv is not None else sys.argv[1:])
         write_section(
             Path(args.report),
-            f"{REPORT_HEADING}\n\nCommand: `{command}` ({datetime.date.today().isoformat()})\n\n```\n{text}\n```\n",
+            f"{REPORT_HEADING}\n\nCommand: `{args.command}` ({datetime.date.today().isoformat()})\n\n```\n{text}\n```\n",
         )
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with exit_on_user_error():
+        raise SystemExit(main())

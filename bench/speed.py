@@ -28,11 +28,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from fia_engine.command_line import Parser, exit_on_user_error, run_command, setup_output
 
-from fia_engine import find_target_layers, fuse, localize_concepts
-from fia_engine.diffusers_runner import CollectionSettings, DiffusersComponents, collect_saliency, parse_dtype
-from fia_engine.prompts import PLACES, build_prompt_plan
+with exit_on_user_error():  # Ctrl-C while torch is imported (seconds) ends in one line too
+    import torch
+
+    from bench.report import append_text
+    from fia_engine import find_target_layers, fuse, localize_concepts
+    from fia_engine.devices import check_device
+    from fia_engine.diffusers_runner import CollectionSettings, DiffusersComponents, collect_saliency, parse_dtype
+    from fia_engine.output_paths import check_output_file
+    from fia_engine.prompts import PLACES, build_prompt_plan
 
 logger = logging.getLogger("bench.speed")
 
@@ -214,20 +220,30 @@ def table(rows: list[Row], header: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog="python -m bench.speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--arch", choices=sorted(ARCHS), default="small")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="fp32 / fp16 / bf16 (default: fp16 on cuda, fp32 on cpu)")
     parser.add_argument("--concepts", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--modes", nargs="+", default=["fast", "exact"])
+    parser.add_argument("--modes", nargs="+", default=["fast", "exact"], choices=["fast", "exact"])
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--saliency-steps", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=None, help="pixels (default: the arch's native size)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--report", type=Path, default=None, help="append the table to this markdown file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="library notices and info logs too")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    setup_output(args.verbose, own_loggers=("bench", "fia_engine"), own_level=logging.INFO)
+    return run_command(_run, args)
+
+
+def _run(args) -> int:
+    if args.report:
+        check_output_file(args.report, overwrite=True, what="--report")
+    args.device = check_device(args.device)
     dtype = parse_dtype(args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32"))
     components = build_components(args.arch, args.device, dtype)
     settings = CollectionSettings(
@@ -251,10 +267,10 @@ def main(argv=None) -> int:
     text = table(rows, header)
     print(text)
     if args.report:
-        with args.report.open("a") as handle:
-            handle.write("\n" + text + "\n")
+        append_text(args.report, "\n" + text + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with exit_on_user_error():
+        raise SystemExit(main())

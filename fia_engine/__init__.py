@@ -9,12 +9,41 @@ Pure PyTorch; never imports ComfyUI. The stages, in order:
     FIAMask.save / FIAMask.load / masked_weight                        (sharing, applying)
 """
 
-from .errors import CorruptMaskError, FIAError, InvalidInputError, MaskMismatchError, UnsupportedArchitectureError
-from .fusion import agnostic_threshold, fuse
-from .layers import TargetLayer, UNetTargets, find_target_layers
-from .masks import FIAMask
-from .neurons import ConceptMasks, localize_concepts
-from .saliency import ConceptSaliency, GroupPlan, SaliencyCollector
+import importlib
+
+# Imported on first use (PEP 562): `python -m fia_engine` must not spend seconds importing
+# torch before its entry point can turn a Ctrl-C or a bad argument into one error line.
+_EXPORTS = {
+    "CorruptMaskError": "errors",
+    "FIAError": "errors",
+    "InvalidInputError": "errors",
+    "MaskMismatchError": "errors",
+    "UnsupportedArchitectureError": "errors",
+    "agnostic_threshold": "fusion",
+    "fuse": "fusion",
+    "TargetLayer": "layers",
+    "UNetTargets": "layers",
+    "find_target_layers": "layers",
+    "FIAMask": "masks",
+    "ConceptMasks": "neurons",
+    "localize_concepts": "neurons",
+    "ConceptSaliency": "saliency",
+    "GroupPlan": "saliency",
+    "SaliencyCollector": "saliency",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "ConceptMasks",

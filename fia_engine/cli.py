@@ -1,7 +1,9 @@
 """Command line: ``python -m fia_engine {unlearn,scapre,apply,info}``.
 
-Errors end the program with exit code 2 and one line on stderr; no partial output file is
-left behind (masks and folders are written to a temporary name and moved into place).
+Bad input and Ctrl-C end the program with exit code 2 and one line on stderr
+(fia_engine.command_line); outputs are checked before the work starts, an existing file is
+replaced only with --overwrite, and no partial output is left behind (masks, edits and
+folders are written under a temporary name and moved into place).
 """
 
 from __future__ import annotations
@@ -12,21 +14,13 @@ import logging
 import sys
 import time
 
-from .errors import FIAError, InvalidInputError
-from .localize import check_ratio
+from .command_line import Parser, ratio_arg, run_command, setup_output
+from .devices import check_device
+from .errors import InvalidInputError
+from .output_paths import check_output_dir, check_output_file
 from .scapre.settings import BURES_FORMS, MASK_FORMS, SPECTRAL_FORMS, ScaPreSettings
 
 logger = logging.getLogger("fia_engine.cli")
-
-
-def _ratio(name: str):
-    def parse(text: str) -> float:
-        try:
-            return check_ratio(name, float(text))
-        except (ValueError, FIAError) as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return parse
 
 
 def _r2_overrides(text: str) -> dict[str, float]:
@@ -36,13 +30,13 @@ def _r2_overrides(text: str) -> dict[str, float]:
         name, _, value = item.rpartition("=")
         if not name.strip():
             raise argparse.ArgumentTypeError(f"per-concept r2 must look like 'concept=0.02', got {item!r}")
-        overrides[name.strip()] = _ratio(f"r2 for {name.strip()!r}")(value)
+        overrides[name.strip()] = ratio_arg(f"r2 for {name.strip()!r}")(value)
     return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fia_engine", description="Forget-It-All concept unlearning")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser = Parser(prog="python -m fia_engine", description="Forget-It-All concept unlearning")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, library notices included")
     commands = parser.add_subparsers(dest="command", required=True)
 
     unlearn = commands.add_parser("unlearn", help="find and fuse the weights to prune for some concepts; write a mask")
@@ -53,13 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--base-template", help="custom base prompt (the concept left out), may use {context}")
     unlearn.add_argument("--contexts", help="comma-separated context words replacing the built-in list")
     unlearn.add_argument("--out", required=True, help="mask file to write (.safetensors)")
+    unlearn.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     unlearn.add_argument("--mode", default="fast", choices=["fast", "exact"])
-    unlearn.add_argument("--r1", type=_ratio("r1"), default=0.05, help="per-step saliency top fraction (0.05)")
+    unlearn.add_argument("--r1", type=ratio_arg("r1"), default=0.05, help="per-step saliency top fraction (0.05)")
     unlearn.add_argument(
-        "--r2", type=_ratio("r2"), default=0.01, help="fraction of weights selected per concept (0.01)"
+        "--r2", type=ratio_arg("r2"), default=0.01, help="fraction of weights selected per concept (0.01)"
     )
     unlearn.add_argument("--r2-per-concept", type=_r2_overrides, default=None, help="'concept=0.02,...' overrides")
-    unlearn.add_argument("--alpha", type=_ratio("alpha"), default=0.6, help="agnostic threshold fraction (0.6)")
+    unlearn.add_argument("--alpha", type=ratio_arg("alpha"), default=0.6, help="agnostic threshold fraction (0.6)")
     unlearn.add_argument("--no-agnostic-protection", action="store_true", help="prune the plain union of masks")
     unlearn.add_argument("--pairs", type=int, default=10, help="prompt pairs per concept (K)")
     unlearn.add_argument("--steps", type=int, default=50, help="length of the denoising schedule")
@@ -94,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     scapre.add_argument("--anchor", default="", help="what the concepts should look like instead ('' = empty prompt)")
     scapre.add_argument("--preserve", default="", help="comma-separated concepts whose outputs must stay")
     scapre.add_argument("--out", required=True, help="edit file to write (.safetensors)")
+    scapre.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     defaults = ScaPreSettings()
     scapre.add_argument("--mode", default=defaults.mode, choices=["scapre", "uce"], help="uce = closed form only")
     scapre.add_argument("--preserve-weight", type=float, default=defaults.preserve_weight, help="lam (%(default)s)")
@@ -152,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _progress_bar(description: str):
     from tqdm import tqdm
 
-    bar = tqdm(desc=description, unit="call", file=sys.stderr)
+    # disable=None: only on a terminal; delay: shown once the first update has set the total
+    bar = tqdm(desc=description, unit="call", file=sys.stderr, disable=None, delay=0.5)
 
     def update(done: int, total: int) -> None:
         bar.total = total
@@ -168,7 +165,6 @@ def run_unlearn(args) -> int:
     from .diffusers_runner import (
         CollectionSettings,
         check_pipeline_folder,
-        default_device,
         load_components,
         parse_dtype,
         unlearn,
@@ -176,7 +172,8 @@ def run_unlearn(args) -> int:
     from .neurons import resolve_r2
     from .prompts import build_prompt_plan
 
-    device = args.device or default_device()
+    check_output_file(args.out, overwrite=args.overwrite, what="--out")
+    device = check_device(args.device)
     dtype = parse_dtype(args.dtype or ("fp16" if device.startswith("cuda") else "fp32"))
     settings = CollectionSettings(
         kind=args.kind,
@@ -236,8 +233,10 @@ def run_unlearn(args) -> int:
 
 
 def run_scapre(args) -> int:
-    from .diffusers_runner import default_device, parse_dtype
+    from .diffusers_runner import check_pipeline_folder, parse_dtype
     from .scapre.runner import check_prompts, scapre_unlearn
+
+    check_output_file(args.out, overwrite=args.overwrite, what="--out")
 
     settings = ScaPreSettings(
         mode=args.mode,
@@ -263,7 +262,8 @@ def run_scapre(args) -> int:
         output_reg=args.output_reg,
     ).validate()
     check_prompts(args.concepts, args.anchor, args.preserve)
-    device = args.device or default_device()
+    check_pipeline_folder(args.pipeline)
+    device = check_device(args.device)
     dtype = parse_dtype(args.dtype or ("fp16" if device.startswith("cuda") else "fp32"))
     started = time.perf_counter()
     edit = scapre_unlearn(args.pipeline, args.concepts, args.anchor, args.preserve, settings, device, dtype)
@@ -303,6 +303,7 @@ def run_apply(args) -> int:
         check_strength(args.strength)
     if args.scale is not None:
         check_scale(args.scale)
+    check_output_dir(args.out, exist_ok=False, what="--out")
     loaded = _load_mask_or_edit(args.mask)
     if isinstance(loaded, FIAMask):
         if args.scale is not None:
@@ -379,13 +380,6 @@ def _print_edit_info(args, edit) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    setup_output(args.verbose)
     handlers = {"unlearn": run_unlearn, "scapre": run_scapre, "apply": run_apply, "info": run_info}
-    try:
-        return handlers[args.command](args)
-    except FIAError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    return run_command(handlers[args.command], args)

@@ -3,16 +3,18 @@
 The copy is assembled in a temporary folder beside the destination and moved into place
 at the end, so a failure leaves neither a partial destination nor a changed source.
 Only the UNet's safetensors files are rewritten, and in them only the edited layers (FIA: the
-FFN2 weights; ScaPre: the cross-attention to_k / to_v, see fia_engine/scapre/files.py).
+FFN2 weights; ScaPre: the cross-attention to_k / to_v, see fia_engine/scapre/files.py). A
+``SHA256SUMS`` list in the source (``sha256sum -c`` format) is copied with the rewritten
+files' lines brought up to date, so that the copy verifies.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,10 +25,12 @@ from safetensors.torch import load_file, save_file
 from .errors import InvalidInputError
 from .layers import diffusers_to_canonical, family_of
 from .masks import FIAMask, check_strength
+from .output_paths import atomic_dir, check_output_dir
 
 logger = logging.getLogger(__name__)
 
 _FFN2_KEY = re.compile(r"^(.*\.ff\.net\.2)\.weight$")
+CHECKSUMS = "SHA256SUMS"
 
 
 def unet_weight_files(folder: Path) -> list[Path]:
@@ -65,12 +69,11 @@ def weight_signature_of(files: dict[str, tuple[Path, str, tuple[int, int]]]) -> 
 
 
 def check_copy_paths(source: str | Path, destination: str | Path) -> tuple[Path, Path]:
-    """Refuse a source without a UNet, an existing destination, or one inside the source."""
+    """Refuse a source without a UNet, a destination that exists or cannot be written, or one inside the source."""
     source, destination = Path(source), Path(destination)
     if not (source / "unet").is_dir():
         raise InvalidInputError(f"{source} is not a diffusers folder: it has no 'unet/' subfolder")
-    if destination.exists():
-        raise InvalidInputError(f"{destination} already exists; choose a new output folder")
+    check_output_dir(destination, exist_ok=False)
     if destination.resolve().is_relative_to(source.resolve()):
         raise InvalidInputError("the output folder must not lie inside the source folder")
     return source, destination
@@ -91,9 +94,7 @@ def write_unet_copy(
 
     Everything is assembled in a staging folder beside the destination and renamed into place.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
-    try:
+    with atomic_dir(destination) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
         by_file: dict[Path, list[str]] = {}
         for canonical, (path, _, _) in layers.items():
@@ -106,11 +107,31 @@ def write_unet_copy(
                 key = layers[canonical][1]
                 tensors[key] = new_weight(canonical, tensors[key])
             save_file(tensors, str(staging / "unet" / path.name), metadata=header)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _update_checksums(staging, [f"unet/{path.name}" for path in by_file])
     return destination
+
+
+def _update_checksums(folder: Path, rewritten: list[str]) -> None:
+    """Bring the lines of ``rewritten`` files in ``folder/SHA256SUMS`` (if any) up to date."""
+    checksums = folder / CHECKSUMS
+    if not checksums.is_file():
+        return
+    lines = []
+    for line in checksums.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        if name.lstrip("*") in rewritten:
+            digest = sha256_of(folder / name.lstrip("*"))
+        lines.append(f"{digest}  {name}" if name else line)
+    checksums.write_text("\n".join(lines) + "\n")
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def apply_mask_to_folder(source: str | Path, mask: FIAMask, destination: str | Path, strength: float = 1.0) -> Path:

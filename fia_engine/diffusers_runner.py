@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .devices import default_device
 from .errors import InvalidInputError, UnsupportedArchitectureError
 from .layers import find_target_layers
 from .localize import check_ratio
@@ -105,10 +106,6 @@ def parse_dtype(name: str) -> torch.dtype:
     if name not in table:
         raise InvalidInputError(f"dtype must be one of fp32, fp16, bf16, got {name!r}")
     return table[name]
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def check_pipeline_folder(path: str | Path) -> Path:

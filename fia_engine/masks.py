@@ -11,29 +11,22 @@ Loading uses safetensors only (no pickle) and validates everything before return
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from .compatibility import Wording, check_compatible
 from .errors import CorruptMaskError, InvalidInputError, MaskMismatchError
-from .layers import shape_fingerprint
-from .safetensors_files import read_checked, save_atomic
+from .safetensors_files import FileKind, ModelFile
 
 FORMAT = "fia-mask"
 FORMAT_VERSION = 1
+_FILE_KIND = FileKind(FORMAT, FORMAT_VERSION, metadata_key="fia", title="FIA mask", article="an")
 _PREFIX = "pruned."
-_WORDING = Wording(
-    name="mask",
-    log_name="FIA mask",
-    noun="mask",
-    article="a",
-    layers="target layers",
-    advice="moving an edit to a finetune works, but check the result",
-)
+_ON_ANOTHER_CHECKPOINT = "moving an edit to a finetune works, but check the result"
+_WORDING = Wording("mask", "FIA mask", "mask", "a", "target layers", _ON_ANOTHER_CHECKPOINT)
 
 
 def check_strength(strength: float) -> float:
@@ -54,8 +47,28 @@ def prune_in_place_(weight: torch.Tensor, indices: torch.Tensor, strength: float
     return weight
 
 
+def _validated_indices(
+    path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]
+) -> dict[str, torch.Tensor]:
+    names = {key[len(_PREFIX) :] for key in tensors if key.startswith(_PREFIX)}
+    if names != set(shapes) or len(tensors) != len(names):
+        raise CorruptMaskError(f"{path}: the index tensors do not match the layer list in the metadata")
+    indices = {}
+    for name, (out, inp) in shapes.items():
+        idx = tensors[_PREFIX + name]
+        if idx.dtype != torch.int32 or idx.dim() != 1:
+            raise CorruptMaskError(f"{path}: layer {name} indices must be a 1-D int32 tensor")
+        idx = idx.long()
+        if idx.numel() and (idx[0] < 0 or idx[-1] >= out * inp or bool((idx[1:] <= idx[:-1]).any())):
+            raise CorruptMaskError(f"{path}: layer {name} indices are out of range or not sorted and unique")
+        indices[name] = idx
+    return indices
+
+
 @dataclass
-class FIAMask:
+class FIAMask(ModelFile):
+    FILE_KIND: ClassVar[FileKind] = _FILE_KIND
+
     indices: dict[str, torch.Tensor]
     shapes: dict[str, tuple[int, int]]
     family: str
@@ -106,69 +119,11 @@ class FIAMask:
             )
         return prune_in_place_(weight.detach().clone(), self.indices[layer], strength)
 
-    # -- files -------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically: a failed save leaves no partial file and keeps any older file intact."""
-        path = Path(path)
-        tensors = {
-            _PREFIX + name: idx.detach().to("cpu", torch.int32).contiguous() for name, idx in self.indices.items()
-        }
-        header = {
-            "format": FORMAT,
-            "format_version": str(FORMAT_VERSION),
-            "family": self.family,
-            "fingerprint": self.fingerprint,
-            "shapes": json.dumps({k: list(v) for k, v in self.shapes.items()}),
-            "weight_signature": json.dumps(self.weight_signature),
-            "fia": json.dumps(self.metadata, default=str),
-            "pruned": str(self.pruned_count),
-            "total": str(self.total_count),
-        }
-        return save_atomic(tensors, header, path, prefix=".fia-")
+    # -- files (save, load: safetensors_files.ModelFile) -------------------------------------------
+    def file_tensors(self) -> dict[str, torch.Tensor]:
+        return {_PREFIX + name: idx.detach().to("cpu", torch.int32).contiguous() for name, idx in self.indices.items()}
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> FIAMask:
-        path = Path(path)
-        tensors, header = read_checked(path, "mask file", device)
-        if header.get("format") != FORMAT:
-            raise CorruptMaskError(f"{path} is not an FIA mask (format={header.get('format')!r}, expected {FORMAT!r})")
-        if int(header.get("format_version", "0")) > FORMAT_VERSION:
-            raise CorruptMaskError(
-                f"{path} uses mask format {header['format_version']}; update the extension to read it"
-            )
-        try:
-            shapes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(header["shapes"]).items()}
-            signature = {k: float(v) for k, v in json.loads(header.get("weight_signature", "{}")).items()}
-            metadata = json.loads(header.get("fia", "{}"))
-            mask = cls(
-                indices={},
-                shapes=shapes,
-                family=header["family"],
-                fingerprint=header["fingerprint"],
-                weight_signature=signature,
-                metadata=metadata,
-            )
-        except (KeyError, ValueError, TypeError, IndexError) as error:
-            raise CorruptMaskError(f"{path} has damaged metadata ({error})") from None
-        mask.indices = _validated_indices(path, tensors, shapes)
-        if shape_fingerprint(shapes) != mask.fingerprint:
-            raise CorruptMaskError(f"{path}: the stored fingerprint does not match the stored layer shapes")
-        return mask
+    def file_entries(self) -> dict[str, str]:
+        return {"pruned": str(self.pruned_count), "total": str(self.total_count)}
 
-
-def _validated_indices(
-    path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]
-) -> dict[str, torch.Tensor]:
-    names = {key[len(_PREFIX) :] for key in tensors if key.startswith(_PREFIX)}
-    if names != set(shapes) or len(tensors) != len(names):
-        raise CorruptMaskError(f"{path}: the index tensors do not match the layer list in the metadata")
-    indices = {}
-    for name, (out, inp) in shapes.items():
-        idx = tensors[_PREFIX + name]
-        if idx.dtype != torch.int32 or idx.dim() != 1:
-            raise CorruptMaskError(f"{path}: layer {name} indices must be a 1-D int32 tensor")
-        idx = idx.long()
-        if idx.numel() and (idx[0] < 0 or idx[-1] >= out * inp or bool((idx[1:] <= idx[:-1]).any())):
-            raise CorruptMaskError(f"{path}: layer {name} indices are out of range or not sorted and unique")
-        indices[name] = idx
-    return indices
+    content_from = staticmethod(_validated_indices)

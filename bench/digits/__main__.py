@@ -5,9 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
+from fia_engine.command_line import Parser, exit_on_user_error, ratio_arg, run_command, setup_output
+from fia_engine.errors import InvalidInputError
+from fia_engine.output_paths import check_output_dir, check_output_file
+
 from . import MODEL_DIR
+
+# Output options of the commands: folders files go into, and files replaced (RESULTS.md is
+# updated section by section, the plot is redrawn). All are checked before any work starts.
+_OUTPUT_FOLDERS = ("out", "save")
+_OUTPUT_FILES = ("report", "plot")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -72,7 +82,11 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from .data import DIGIT_WORDS
     from .demo import run_demo
 
-    forget = [DIGIT_WORDS.index(word.strip()) for word in args.forget.split(",")]
+    words = [word.strip() for word in args.forget.split(",") if word.strip()]
+    unknown = [word for word in words if word not in DIGIT_WORDS]
+    if unknown or not words:
+        raise InvalidInputError(f"--forget takes digit words ({', '.join(DIGIT_WORDS)}), got {args.forget!r}")
+    forget = [DIGIT_WORDS.index(word) for word in words]
     print(run_demo(forget, Path(args.out), images=args.n, steps=args.steps, seed=args.seed))
 
 
@@ -159,7 +173,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
             p2_report(command, run.settings_line, run.result, plot, run.threads, args.p2_heading or P2_HEADING)
         )
     if not sections:
-        raise SystemExit("give --p1 and/or --p2 with saved runs (benchmark --save DIR writes them)")
+        raise InvalidInputError("give --p1 and/or --p2 with saved runs (benchmark --save DIR writes them)")
     for section in sections:
         print(section)
         if args.report:
@@ -238,7 +252,8 @@ def _parser() -> argparse.ArgumentParser:
 
     FIA_DEFAULTS = FiaSettings()  # noqa: N806  (read-only defaults for the help texts)
     ORACLE_DEFAULTS = OracleSettings()  # noqa: N806
-    parser = argparse.ArgumentParser(prog="python -m bench.digits", description=__doc__)
+    parser = Parser(prog="python -m bench.digits", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="library notices and info logs too")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="unlearn two digits at once; print before/after and write a grid")
@@ -266,8 +281,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--p2-k", type=int, nargs="+", default=list(range(1, 10)), help="forget sizes of P2")
     p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS, help="DDIM steps of the judged samples")
     p.add_argument("--pairs", type=int, default=FIA_DEFAULTS.pairs, help="FIA prompt pairs per concept")
-    p.add_argument("--r2", type=float, default=FIA_DEFAULTS.r2)
-    p.add_argument("--alpha", type=float, default=FIA_DEFAULTS.alpha)
+    p.add_argument("--r2", type=ratio_arg("r2"), default=FIA_DEFAULTS.r2)
+    p.add_argument("--alpha", type=ratio_arg("alpha"), default=FIA_DEFAULTS.alpha)
     p.add_argument("--report", default="", help="RESULTS.md to update (its digits section)")
     p.add_argument("--plot", default=str(Path("bench") / "digits_p2.png"), help="PNG of the P2 curves")
     p.add_argument("--save", default="", help="folder to save the rows in (p1.json, p2.json) for `report`")
@@ -292,7 +307,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("diagnose-fia", help="P1 with other base prompts, larger r2 and a random-mask control")
     p.add_argument("--model", default=str(MODEL_DIR))
-    p.add_argument("--r2", type=float, nargs="+", default=[0.01, 0.03, 0.1])
+    p.add_argument("--r2", type=ratio_arg("r2"), nargs="+", default=[0.01, 0.03, 0.1])
     p.add_argument("--contrasts", nargs="+", default=list(CONTRASTS), choices=list(CONTRASTS))
     p.add_argument("--n", type=int, default=10, help="images per digit and seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -306,7 +321,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=ORACLE_DEFAULTS.steps, help="optimiser steps per layer set")
     p.add_argument("--sparsity", type=float, default=ORACLE_DEFAULTS.sparsity)
     p.add_argument("--seed", type=int, default=ORACLE_DEFAULTS.seed, help="seed of the mask's training")
-    p.add_argument("--fia-r2", type=float, default=0.03, help="r2 of the FIA row shown next to the learned FFN2 mask")
+    p.add_argument(
+        "--fia-r2", type=ratio_arg("fia-r2"), default=0.03, help="r2 of the FIA row shown next to the learned FFN2 mask"
+    )
     p.add_argument("--n", type=int, default=20, help="images per digit and seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
@@ -342,11 +359,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = _parser().parse_args(argv)
+def _check_outputs(args: argparse.Namespace) -> None:
+    for name in _OUTPUT_FOLDERS:
+        if getattr(args, name, ""):
+            check_output_dir(getattr(args, name), exist_ok=True, what=f"--{name}")
+    for name in _OUTPUT_FILES:
+        if getattr(args, name, ""):
+            check_output_file(getattr(args, name), overwrite=True, what=f"--{name}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    _check_outputs(args)
     args.func(args)
 
 
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log_format = "%(asctime)s %(name)s %(levelname)s %(message)s"
+    setup_output(args.verbose, own_loggers=("bench", "fia_engine"), own_level=logging.INFO, log_format=log_format)
+    return run_command(_run, args)
+
+
 if __name__ == "__main__":
-    main()
+    with exit_on_user_error():
+        sys.exit(main())

@@ -16,6 +16,8 @@ from pathlib import Path
 import matplotlib
 import torch
 
+from fia_engine.output_paths import atomic_file
+
 from ..report import write_section  # noqa: F401  (re-exported for the CLI)
 from .methods import MethodGroup
 from .unlearning import DigitsBench, Row, mean_std, relative_preserve, table
@@ -104,8 +106,8 @@ def plot_p2(result: ProtocolResult, path: Path) -> Path:
     ax_p.legend(fontsize=8, loc="lower left")
     fig.suptitle(f"P2 on the digits model: {result.images_per_digit} images per digit x {len(result.seeds)} seeds")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 

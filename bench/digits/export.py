@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import hashlib
 import json
 import logging
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import diffusers
 
+from fia_engine.diffusers_files import CHECKSUMS, sha256_of
+
 logger = logging.getLogger(__name__)
 
-CHECKSUMS = "SHA256SUMS"
 WEIGHT_SUFFIX = ".safetensors"
 
 
@@ -36,25 +39,31 @@ def save_model(out_dir: Path, unet, text_encoder, tokenizer, scheduler, metadata
     """Save every component, the index, training metadata and the weight checksums.
 
     The UNet is stored in float16 (half the bytes in git); diffusers loads it back as float32,
-    and every measurement is made on the loaded folder, i.e. on the rounded weights.
+    and every measurement is made on the loaded folder, i.e. on the rounded weights. The folder
+    is written beside ``out_dir`` and swapped in at the end: an interrupted save changes nothing.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    copy.deepcopy(unet).half().save_pretrained(str(out_dir / "unet"), safe_serialization=True)
-    text_encoder.save_pretrained(str(out_dir / "text_encoder"), safe_serialization=True)
-    tokenizer.save_pretrained(str(out_dir / "tokenizer"))
-    scheduler.save_pretrained(str(out_dir / "scheduler"))
-    (out_dir / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
-    (out_dir / "training.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    write_checksums(out_dir)
+    with _replacing(Path(out_dir)) as staging:
+        copy.deepcopy(unet).half().save_pretrained(str(staging / "unet"), safe_serialization=True)
+        text_encoder.save_pretrained(str(staging / "text_encoder"), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging / "tokenizer"))
+        scheduler.save_pretrained(str(staging / "scheduler"))
+        (staging / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+        (staging / "training.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        write_checksums(staging)
     logger.info("model saved to %s", out_dir)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+@contextlib.contextmanager
+def _replacing(folder: Path) -> Iterator[Path]:
+    """A new folder to fill that then takes the place of ``folder`` (which may exist)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{folder.name}.", dir=folder.parent) as scratch:
+        staging = Path(scratch) / "new"
+        staging.mkdir()
+        yield staging
+        if folder.exists():
+            folder.rename(Path(scratch) / "old")  # removed with the scratch folder
+        staging.rename(folder)
 
 
 def weight_files(model_dir: Path) -> list[Path]:

@@ -11,6 +11,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from PIL import Image
 from transformers import CLIPTextModel
 
+from fia_engine.output_paths import atomic_file
+
 from . import MODEL_DIR
 from .model import to_image
 from .tokenizer import encode, load_tokenizer
@@ -157,7 +159,8 @@ def save_pngs(images: torch.Tensor, out_dir: str | Path, stem: str = "img", scal
     paths = []
     for k, image in enumerate(images):
         path = out_dir / f"{stem}_{k:04d}.png"
-        to_pil(image, scale).save(path)
+        with atomic_file(path) as tmp:
+            to_pil(image, scale).save(tmp)
         paths.append(path)
     logger.info("wrote %d PNGs to %s", len(paths), out_dir)
     return paths

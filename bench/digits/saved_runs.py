@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fia_engine.errors import InvalidInputError
+from fia_engine.output_paths import write_text_atomic
+
 from .benchmark import ProtocolResult
 from .unlearning import Row
 
@@ -58,18 +61,18 @@ def save_run(run: SavedRun, path: Path) -> Path:
         "original": _row_dict(result.original),
         "rows": [_row_dict(row) for row in result.rows],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
-    return path
+    return write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def load_run(path: Path) -> SavedRun:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a readable saved protocol run ({error})") from error
+        raise InvalidInputError(f"{path}: not a readable saved protocol run ({error})") from error
     if data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a saved protocol run (format {data.get('format')!r}, expected {FORMAT!r})")
+        raise InvalidInputError(
+            f"{path}: not a saved protocol run (format {data.get('format')!r}, expected {FORMAT!r})"
+        )
     try:
         result = ProtocolResult(
             data["name"],
@@ -80,16 +83,16 @@ def load_run(path: Path) -> SavedRun:
         )
         return SavedRun(result, data["command"], data["settings_line"], data["threads"])
     except (KeyError, TypeError) as error:
-        raise ValueError(f"{path}: a saved protocol run with missing or damaged entries ({error!r})") from error
+        raise InvalidInputError(f"{path}: a saved protocol run with missing or damaged entries ({error!r})") from error
 
 
 def merge(runs: list[SavedRun], protocol: str) -> SavedRun:
     """One run of ``protocol`` ("P1", "P2") from parts that split its forget sets; rows by forget-set size."""
     if not runs:
-        raise ValueError("nothing to merge: give at least one saved run")
+        raise InvalidInputError("nothing to merge: give at least one saved run")
     names = sorted({run.result.name for run in runs})
     if names != [protocol]:
-        raise ValueError(f"expected saved {protocol} runs, got {', '.join(names)}")
+        raise InvalidInputError(f"expected saved {protocol} runs, got {', '.join(names)}")
     first = runs[0]
     for run in runs[1:]:
         same = (run.result.images_per_digit, run.result.seeds, run.settings_line) == (
@@ -98,11 +101,11 @@ def merge(runs: list[SavedRun], protocol: str) -> SavedRun:
             first.settings_line,
         )
         if not same:
-            raise ValueError("saved runs differ in images per digit, seeds or settings: they cannot be merged")
+            raise InvalidInputError("saved runs differ in images per digit, seeds or settings: they cannot be merged")
     rows = [row for run in runs for row in run.result.rows]
     seen = [(row.method, tuple(row.forget)) for row in rows]
     if len(set(seen)) != len(seen):
-        raise ValueError("saved runs repeat a method on the same forget set: give each part once")
+        raise InvalidInputError("saved runs repeat a method on the same forget set: give each part once")
     rows.sort(key=lambda row: len(row.forget))  # stable: methods keep their run order within one k
     result = ProtocolResult(
         first.result.name, first.result.original, rows, first.result.images_per_digit, first.result.seeds

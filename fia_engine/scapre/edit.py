@@ -11,31 +11,24 @@ The edit is applied as W + scale * delta; the source weights are never modified.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from ..compatibility import Wording, check_compatible
 from ..errors import CorruptMaskError, InvalidInputError, MaskMismatchError
-from ..layers import shape_fingerprint
-from ..safetensors_files import read_checked, save_atomic
+from ..safetensors_files import FileKind, ModelFile
 from .delta import LayerDelta
 
 FORMAT = "scapre-edit"
 FORMAT_VERSION = 1
+_FILE_KIND = FileKind(FORMAT, FORMAT_VERSION, metadata_key="scapre", title="ScaPre edit", article="a")
 MAX_SCALE = 10.0
 _KINDS = ("up", "down", "dense")
-_WORDING = Wording(
-    name="ScaPre edit",
-    log_name="ScaPre edit",
-    noun="edit",
-    article="an",
-    layers="cross-attention layers",
-    advice="the edit was solved for other weights: check the result",
-)
+_ON_ANOTHER_CHECKPOINT = "the edit was solved for other weights: check the result"
+_WORDING = Wording("ScaPre edit", "ScaPre edit", "edit", "an", "cross-attention layers", _ON_ANOTHER_CHECKPOINT)
 
 
 def check_scale(scale: float) -> float:
@@ -46,8 +39,41 @@ def check_scale(scale: float) -> float:
     return float(scale)
 
 
+def _validated_layers(
+    path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]
+) -> dict[str, LayerDelta]:
+    unknown = [key for key in tensors if key.partition(".")[0] not in _KINDS or key.partition(".")[2] not in shapes]
+    if unknown:
+        raise CorruptMaskError(f"{path}: tensors {unknown[:3]} belong to no layer listed in the metadata")
+    layers = {}
+    for name, (out, inp) in shapes.items():
+        dense, up, down = (tensors.get(f"{kind}.{name}") for kind in ("dense", "up", "down"))
+        for tensor in (dense, up, down):
+            if tensor is not None and (tensor.dtype != torch.float32 or not bool(torch.isfinite(tensor).all())):
+                raise CorruptMaskError(f"{path}: layer {name} holds non-float32 or non-finite values")
+        if dense is not None and up is None and down is None:
+            if tuple(dense.shape) != (out, inp):
+                raise CorruptMaskError(f"{path}: layer {name} dense delta is {tuple(dense.shape)}, not {(out, inp)}")
+            layers[name] = LayerDelta.full(dense)
+        elif dense is None and up is not None and down is not None:
+            if up.dim() != 2 or down.dim() != 2 or up.shape[0] != out or down.shape[1] != inp:
+                raise CorruptMaskError(
+                    f"{path}: layer {name} factors {tuple(up.shape)} @ {tuple(down.shape)} do not give {(out, inp)}"
+                )
+            if up.shape[1] != down.shape[0]:
+                raise CorruptMaskError(f"{path}: layer {name} factors have ranks {up.shape[1]} and {down.shape[0]}")
+            layers[name] = LayerDelta.low_rank(up, down)
+        else:
+            raise CorruptMaskError(f"{path}: layer {name} needs either up and down, or dense, and nothing else")
+    if not layers:
+        raise CorruptMaskError(f"{path}: the edit lists no layers")
+    return layers
+
+
 @dataclass
-class ScaPreEdit:
+class ScaPreEdit(ModelFile):
+    FILE_KIND: ClassVar[FileKind] = _FILE_KIND
+
     layers: dict[str, LayerDelta]
     shapes: dict[str, tuple[int, int]]
     family: str
@@ -126,78 +152,16 @@ class ScaPreEdit:
         """Refuse an edit for another architecture; warn (return False) for another checkpoint."""
         return check_compatible(self, _WORDING, shapes, signature, family)
 
-    # -- files ----------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically: a failed save leaves no partial file and keeps any older file intact."""
-        path = Path(path)
+    # -- files (save, load: safetensors_files.ModelFile) ---------------------------------------
+    def file_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {}
         for name, delta in self.layers.items():
             parts = {"dense": delta.dense} if not delta.is_low_rank else {"up": delta.up, "down": delta.down}
             for kind, tensor in parts.items():
                 tensors[f"{kind}.{name}"] = tensor.detach().to("cpu", torch.float32).contiguous()
-        header = {
-            "format": FORMAT,
-            "format_version": str(FORMAT_VERSION),
-            "family": self.family,
-            "fingerprint": self.fingerprint,
-            "shapes": json.dumps({k: list(v) for k, v in self.shapes.items()}),
-            "weight_signature": json.dumps(self.weight_signature),
-            "scapre": json.dumps(self.metadata, default=str),
-            "stored_bytes": str(self.stored_bytes),
-            "dense_bytes": str(self.dense_bytes),
-        }
-        return save_atomic(tensors, header, path, prefix=".scapre-")
+        return tensors
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> ScaPreEdit:
-        path = Path(path)
-        tensors, header = read_checked(path, "ScaPre edit file", device)
-        if header.get("format") != FORMAT:
-            raise CorruptMaskError(
-                f"{path} is not a ScaPre edit (format={header.get('format')!r}, expected {FORMAT!r})"
-            )
-        try:
-            version = int(header.get("format_version", "0"))
-            shapes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(header["shapes"]).items()}
-            signature = {k: float(v) for k, v in json.loads(header.get("weight_signature", "{}")).items()}
-            metadata = json.loads(header.get("scapre", "{}"))
-            family, fingerprint = header["family"], header["fingerprint"]
-        except (KeyError, ValueError, TypeError, IndexError) as error:
-            raise CorruptMaskError(f"{path} has damaged metadata ({error})") from None
-        if version > FORMAT_VERSION:
-            raise CorruptMaskError(f"{path} uses ScaPre edit format {version}; update the extension to read it")
-        if shape_fingerprint(shapes) != fingerprint:
-            raise CorruptMaskError(f"{path}: the stored fingerprint does not match the stored layer shapes")
-        layers = _validated_layers(path, tensors, shapes)
-        return cls(layers, shapes, family, fingerprint, signature, metadata)
+    def file_entries(self) -> dict[str, str]:
+        return {"stored_bytes": str(self.stored_bytes), "dense_bytes": str(self.dense_bytes)}
 
-
-def _validated_layers(
-    path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]]
-) -> dict[str, LayerDelta]:
-    unknown = [key for key in tensors if key.partition(".")[0] not in _KINDS or key.partition(".")[2] not in shapes]
-    if unknown:
-        raise CorruptMaskError(f"{path}: tensors {unknown[:3]} belong to no layer listed in the metadata")
-    layers = {}
-    for name, (out, inp) in shapes.items():
-        dense, up, down = (tensors.get(f"{kind}.{name}") for kind in ("dense", "up", "down"))
-        for tensor in (dense, up, down):
-            if tensor is not None and (tensor.dtype != torch.float32 or not bool(torch.isfinite(tensor).all())):
-                raise CorruptMaskError(f"{path}: layer {name} holds non-float32 or non-finite values")
-        if dense is not None and up is None and down is None:
-            if tuple(dense.shape) != (out, inp):
-                raise CorruptMaskError(f"{path}: layer {name} dense delta is {tuple(dense.shape)}, not {(out, inp)}")
-            layers[name] = LayerDelta.full(dense)
-        elif dense is None and up is not None and down is not None:
-            if up.dim() != 2 or down.dim() != 2 or up.shape[0] != out or down.shape[1] != inp:
-                raise CorruptMaskError(
-                    f"{path}: layer {name} factors {tuple(up.shape)} @ {tuple(down.shape)} do not give {(out, inp)}"
-                )
-            if up.shape[1] != down.shape[0]:
-                raise CorruptMaskError(f"{path}: layer {name} factors have ranks {up.shape[1]} and {down.shape[0]}")
-            layers[name] = LayerDelta.low_rank(up, down)
-        else:
-            raise CorruptMaskError(f"{path}: layer {name} needs either up and down, or dense, and nothing else")
-    if not layers:
-        raise CorruptMaskError(f"{path}: the edit lists no layers")
-    return layers
+    content_from = staticmethod(_validated_layers)
