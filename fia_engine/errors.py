@@ -19,3 +19,7 @@ class MaskMismatchError(FIAError):
 
 class CorruptMaskError(FIAError):
     """A mask file cannot be read, or its contents are inconsistent."""
+
+
+class OutputPathError(InvalidInputError):
+    """An output cannot be written where asked: it exists, is a folder, lies under a file, or is read-only."""
