@@ -253,4 +253,7 @@ def test_refuses_the_wrong_kind_of_file_and_bad_strengths(checkpoint, mask_file,
     fails([*base, "--mask", str(mask_file), "--strength", "1.5"], capsys, "strength must be between 0 and 1")
     fails([*base, "--edit", str(edit_file), "--strength", "-1"], capsys, "scale must be between 0 and 10")
     fails([*base, "--mask", str(tmp_path / "missing.safetensors")], capsys, "not found")
-    no_leftovers(tmp_path, set())
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(mask_file.read_bytes()[:-20])
+    fails([*base, "--mask", str(broken)], capsys, "not a readable safetensors file")
+    no_leftovers(tmp_path, {"broken.safetensors"})
