@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_expectations import fails, only_files
 from diffusers import UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from safetensors import safe_open
@@ -43,18 +44,6 @@ def raw_tensors(path: Path) -> dict[str, bytes]:
 def metadata(path: Path) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as handle:
         return handle.metadata()
-
-
-def fails(args: list[str], capsys, message: str) -> None:
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], err
-
-
-def no_leftovers(folder: Path, expected: set[str]) -> None:
-    assert {p.name for p in folder.iterdir()} == expected
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +175,7 @@ def test_overwrite(checkpoint, mask_file, tmp_path, capsys):
     args = ["bake", "--checkpoint", str(checkpoint), "--mask", str(mask_file), "--out", str(out)]
     fails(args, capsys, "already exists; pass --overwrite")
     assert out.read_bytes() == b"keep me"
-    no_leftovers(tmp_path, {"out.safetensors"})
+    only_files(tmp_path, {"out.safetensors"})
     assert main([*args, "--overwrite"]) == 0
     assert "fia_bake" in metadata(out)
 
@@ -204,7 +193,7 @@ def test_refuses_another_architecture(mask_file, edit_file, tmp_path, capsys):
         out = tmp_path / "out.safetensors"
         args = ["bake", "--checkpoint", str(other), flag, str(source), "--out", str(out)]
         fails(args, capsys, f"made for a UNet(context=32) model with other {layers} layers")
-        no_leftovers(tmp_path, {"wide.safetensors"})
+        only_files(tmp_path, {"wide.safetensors"})
 
 
 def test_refuses_another_family_with_the_same_shapes(checkpoint, mask_file, tmp_path, capsys):
@@ -216,7 +205,7 @@ def test_refuses_another_family_with_the_same_shapes(checkpoint, mask_file, tmp_
     save_file(tensors, str(other))
     out = tmp_path / "out.safetensors"
     fails(["bake", "--checkpoint", str(other), "--mask", str(mask_file), "--out", str(out)], capsys, "SD2.x")
-    no_leftovers(tmp_path, {"ctx1024.safetensors"})
+    only_files(tmp_path, {"ctx1024.safetensors"})
 
 
 def corrupt_files(checkpoint: Path, mask_file: Path, folder: Path) -> dict[str, tuple[Path, str]]:
@@ -242,7 +231,7 @@ def test_refuses_corrupt_checkpoints(checkpoint, mask_file, tmp_path, capsys):
         out = tmp_path / "out.safetensors"
         fails(["bake", "--checkpoint", str(path), "--mask", str(mask_file), "--out", str(out)], capsys, message)
         assert not out.exists(), name
-        no_leftovers(tmp_path, {"inputs"})
+        only_files(tmp_path, {"inputs"})
 
 
 def test_refuses_the_wrong_kind_of_file_and_bad_strengths(checkpoint, mask_file, edit_file, tmp_path, capsys):
@@ -256,4 +245,4 @@ def test_refuses_the_wrong_kind_of_file_and_bad_strengths(checkpoint, mask_file,
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(mask_file.read_bytes()[:-20])
     fails([*base, "--mask", str(broken)], capsys, "not a readable safetensors file")
-    no_leftovers(tmp_path, {"broken.safetensors"})
+    only_files(tmp_path, {"broken.safetensors"})

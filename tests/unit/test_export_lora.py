@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_expectations import fails, only_files
 from diffusers import UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -20,14 +21,6 @@ from fia_engine.scapre import LayerDelta, ScaPreEdit, find_cross_attention_proje
 from fia_engine.scapre.layers import projection_to_diffusers
 from fia_engine.scapre.lora import export_lora
 from fia_engine.testing import lora_loader
-
-
-def fails(args: list[str], capsys, message: str) -> None:
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], err
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +137,7 @@ def test_refusals(edit_file, tiny_pipeline, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(edit_file.read_bytes()[:-50])
     fails(["export-lora", "--edit", str(corrupt), "--out", str(other)], capsys, "not a readable safetensors file")
-    assert {p.name for p in tmp_path.iterdir()} == {"lora.safetensors", "mask.safetensors", "corrupt.safetensors"}
+    only_files(tmp_path, {"lora.safetensors", "mask.safetensors", "corrupt.safetensors"})
 
 
 def test_an_edit_that_changes_nothing_is_refused(edit_file, tmp_path, capsys):
@@ -154,4 +147,4 @@ def test_an_edit_that_changes_nothing_is_refused(edit_file, tmp_path, capsys):
     empty = tmp_path / "empty.safetensors"
     edit.save(empty)
     fails(["export-lora", "--edit", str(empty), "--out", str(tmp_path / "l.safetensors")], capsys, "changes no weight")
-    assert {p.name for p in tmp_path.iterdir()} == {"empty.safetensors"}
+    only_files(tmp_path, {"empty.safetensors"})
