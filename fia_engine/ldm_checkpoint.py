@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import UnsupportedArchitectureError
-from .layers import family_of
+from .layers import family_of, ldm_block_layout
 from .safetensors_stream import SafetensorsHeader
 
 UNET_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
@@ -47,7 +47,7 @@ def unet_prefix(header: SafetensorsHeader) -> str:
 
 
 def block_layout(unet_keys: list[str]) -> dict[str, tuple[str, int, int]]:
-    """ldm block prefix (``input_blocks.4``) -> (stage, level, index within the level).
+    """ldm block prefix (``input_blocks.4``) -> (stage, level, index within the level), from the keys.
 
     A down block without a resnet (``.0.in_layers``) is the level's downsampler; an up block
     with a ``conv`` after its resnet holds the upsampler that ends its level.
@@ -63,22 +63,7 @@ def block_layout(unet_keys: list[str]) -> dict[str, tuple[str, int, int]]:
             outputs.add(int(parts[1]))
             if len(parts) == 5 and parts[2] != "0" and parts[3] == "conv":
                 upsamplers.add(int(parts[1]))
-    layout: dict[str, tuple[str, int, int]] = {}
-    level, index = 0, 0
-    for block in sorted(inputs - {0}):  # input_blocks.0 is conv_in
-        if block not in resnets:
-            level, index = level + 1, 0
-            continue
-        layout[f"input_blocks.{block}"] = ("down", level, index)
-        index += 1
-    layout["middle_block"] = ("mid", 0, 0)
-    level, index = 0, 0
-    for block in sorted(outputs):
-        layout[f"output_blocks.{block}"] = ("up", level, index)
-        index += 1
-        if block in upsamplers:
-            level, index = level + 1, 0
-    return layout
+    return ldm_block_layout(sorted(inputs), inputs - resnets - {0}, sorted(outputs), upsamplers)
 
 
 def find_checkpoint_layers(header: SafetensorsHeader, kind: str) -> CheckpointLayers:

@@ -70,14 +70,6 @@ def mask_file(tiny_pipeline, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def edit_file(tiny_pipeline, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("edits") / "edit.safetensors"
-    args = ["scapre", "--pipeline", str(tiny_pipeline), "--concepts", "golf ball, church", "--preserve", "dog"]
-    assert main([*args, "--out", str(out), "--device", "cpu"]) == 0
-    return out
-
-
 def test_tiny_checkpoint_names_are_what_diffusers_converts_back(unet):
     """The test files are genuine ldm files: diffusers' converter maps every key back, exactly."""
     for model in (unet, tiny_unet(layers_per_block=2)):
@@ -151,7 +143,7 @@ def test_bake_edit_adds_the_delta_in_float32_and_rounds_once(checkpoint, edit_fi
     changed = [k for k in original if not torch.equal(original[k], baked[k])]
     assert len(changed) == 8 and all(".attn2.to_" in k for k in changed)
     (record,) = json.loads(metadata(out)["fia_bake"])
-    assert record["kind"] == "scapre-edit" and record["scale"] == 0.5 and record["edit"]["preserve"] == ["dog"]
+    assert record["kind"] == "scapre-edit" and record["scale"] == 0.5 and record["edit"]["preserve"] == ["dog", "cat"]
 
 
 def test_half_strength_mask_and_bakes_that_stack(checkpoint, mask_file, edit_file, tmp_path):

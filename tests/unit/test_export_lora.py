@@ -7,7 +7,6 @@ LoraLoaderModelOnly is checked in tests/integration/test_edit_files.py.
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,14 +20,6 @@ from fia_engine.scapre import LayerDelta, ScaPreEdit, find_cross_attention_proje
 from fia_engine.scapre.layers import projection_to_diffusers
 from fia_engine.scapre.lora import export_lora
 from fia_engine.testing import lora_loader
-
-
-@pytest.fixture(scope="module")
-def edit_file(tiny_pipeline, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("edits") / "edit.safetensors"
-    args = ["scapre", "--pipeline", str(tiny_pipeline), "--concepts", "golf ball, church", "--preserve", "dog"]
-    assert main([*args, "--out", str(out), "--device", "cpu"]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +51,7 @@ def test_comfy_lora_is_the_edit_with_alpha_equal_to_rank(edit_file, tmp_path):
     with safe_open(str(out), framework="pt") as handle:
         meta = handle.metadata()
     record = json.loads(meta["fia_lora"])
-    assert record["edit"]["concepts"] == ["golf ball", "church"] and record["edit"]["preserve"] == ["dog"]
+    assert record["edit"]["concepts"] == ["golf ball", "church"] and record["edit"]["preserve"] == ["dog", "cat"]
     assert record["lora_format"] == "comfy" and record["fingerprint"] == edit.fingerprint
     assert "lora_adapter_metadata" not in meta
 
