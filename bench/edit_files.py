@@ -25,7 +25,6 @@ import argparse
 import copy
 import datetime
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -129,24 +128,35 @@ def random_mask(weights: dict[str, torch.Tensor], family: str, fraction: float =
     return FIAMask(indices, shapes, family, shape_fingerprint(shapes), signature, metadata)
 
 
-def peak_rss(command: list[str]) -> tuple[int, float, int]:
-    """(peak RSS in bytes, seconds, exit code) of a child process."""
+# Linux keeps a process's peak RSS across exec, so a child forked from this (large) process
+# would report at least this process's size: a small launcher starts the measured command.
+_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+_, status, usage = os.wait4(child.pid, 0)
+code = os.waitstatus_to_exitcode(status)
+sys.stderr.write(child.stderr.read().decode())
+print(usage.ru_maxrss * 1024, code)
+"""
+
+
+def peak_rss(command: list[str]) -> tuple[int, float]:
+    """(peak RSS in bytes, seconds) of a command run as a grandchild of a small launcher."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    error = child.stderr.read().decode().strip()
-    if child.returncode:
-        raise RuntimeError(f"{' '.join(command)} exited {child.returncode}: {error}")
-    return usage.ru_maxrss * 1024, time.perf_counter() - started, child.returncode
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    rss, code = (int(v) for v in done.stdout.split())
+    if code:
+        raise RuntimeError(f"{' '.join(command)} exited {code}: {done.stderr.strip()}")
+    return rss, seconds
 
 
 def bake_memory(checkpoint: Path, made: dict, out: list[str]) -> None:
     header = read_header(checkpoint)
     size = checkpoint.stat().st_size
     largest = max(entry.nbytes for entry in header.entries.values())
-    baseline, _, _ = peak_rss([sys.executable, "-c", "import fia_engine.cli, fia_engine.bake"])
-    out(f"checkpoint: {checkpoint.name}, {size:,} B ({size / 2**30:.2f} GiB), {len(header.entries)} tensors, ")
+    baseline, _ = peak_rss([sys.executable, "-c", "import fia_engine.cli, fia_engine.bake"])
+    out(f"checkpoint: {checkpoint.name}, {size:,} B ({size / 2**30:.2f} GiB), {len(header.entries)} tensors,")
     out(f"header {header.data_start:,} B, largest tensor {largest:,} B")
     out(f"a process that only imports the engine (torch included): peak RSS {baseline / 2**20:.0f} MiB")
     jobs = {
@@ -156,7 +166,7 @@ def bake_memory(checkpoint: Path, made: dict, out: list[str]) -> None:
     for what, source in jobs.items():
         target = WORK / "baked.safetensors"
         command = [sys.executable, "-m", "fia_engine", "bake", "--checkpoint", str(checkpoint), *source]
-        rss, seconds, _ = peak_rss([*command, "--out", str(target), "--overwrite"])
+        rss, seconds = peak_rss([*command, "--out", str(target), "--overwrite"])
         written = target.stat().st_size
         target.unlink()
         out(
