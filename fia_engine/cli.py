@@ -1,4 +1,4 @@
-"""Command line: ``python -m fia_engine {unlearn,scapre,apply,info}``.
+"""Command line: ``python -m fia_engine {unlearn,scapre,apply,export-lora,bake,info}``.
 
 Bad input and Ctrl-C end the program with exit code 2 and one line on stderr
 (fia_engine.command_line); outputs are checked before the work starts, an existing file is
@@ -138,6 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--out", required=True, help="new folder to write")
     apply.add_argument("--strength", type=float, default=None, help="FIA masks: 0..1; 1 zeroes the pruned weights")
     apply.add_argument("--scale", type=float, default=None, help="ScaPre edits: W + scale * delta (default 1)")
+
+    lora = commands.add_parser("export-lora", help="write a ScaPre edit as a standard LoRA file")
+    lora.add_argument("--edit", required=True, help="ScaPre edit (from 'scapre')")
+    lora.add_argument("--out", required=True, help="LoRA file to write (.safetensors)")
+    lora.add_argument(
+        "--format",
+        default="comfy",
+        choices=["comfy", "diffusers"],
+        help="comfy: kohya names (ComfyUI, A1111, diffusers); diffusers: PEFT names for load_lora_weights",
+    )
+    lora.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+    bake = commands.add_parser("bake", help="write a single-file checkpoint with a mask or edit built in")
+    bake.add_argument("--checkpoint", required=True, help="ldm single-file .safetensors (never modified)")
+    made = bake.add_mutually_exclusive_group(required=True)
+    made.add_argument("--mask", help="FIA mask (from 'unlearn')")
+    made.add_argument("--edit", help="ScaPre edit (from 'scapre')")
+    bake.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    bake.add_argument(
+        "--strength", type=float, default=1.0, help="mask: 0..1, 1 zeroes the pruned weights; edit: the scale (1)"
+    )
+    bake.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     info = commands.add_parser("info", help="print a mask's or edit's metadata and per-layer numbers")
     info.add_argument("mask")
@@ -320,6 +342,42 @@ def run_apply(args) -> int:
     return 0
 
 
+def run_export_lora(args) -> int:
+    from .scapre.edit import ScaPreEdit
+    from .scapre.lora import export_lora
+
+    written = export_lora(_load_kind(args.edit, ScaPreEdit), args.out, args.format, args.overwrite)
+    ranks = sorted(written["ranks"].values())
+    print(
+        f"wrote {args.out}: {args.format} LoRA, {len(ranks)} layers, rank {ranks[0]}..{ranks[-1]}, "
+        f"{written['bytes']} bytes; strength 1 = the edit at scale 1"
+    )
+    return 0
+
+
+def run_bake(args) -> int:
+    from .bake import bake_checkpoint, edit_recipe, mask_recipe
+    from .masks import FIAMask
+    from .scapre.edit import ScaPreEdit
+
+    if args.mask:
+        recipe = mask_recipe(_load_kind(args.mask, FIAMask), args.strength)
+    else:
+        recipe = edit_recipe(_load_kind(args.edit, ScaPreEdit), args.strength)
+    bake_checkpoint(args.checkpoint, recipe, args.out, args.overwrite)
+    print(f"wrote {args.out}: {recipe.record['kind']} at strength {args.strength} baked into {args.checkpoint}")
+    return 0
+
+
+def _load_kind(path: str, kind: type):
+    """The file at ``path`` if it is a ``kind`` (FIAMask or ScaPreEdit); a clear error if it is the other."""
+    names = {"FIAMask": "an FIA mask", "ScaPreEdit": "a ScaPre edit"}
+    loaded = _load_mask_or_edit(path)
+    if not isinstance(loaded, kind):
+        raise InvalidInputError(f"{path} is {names[type(loaded).__name__]}, not {names[kind.__name__]}")
+    return loaded
+
+
 def run_info(args) -> int:
     from .masks import FIAMask
 
@@ -381,5 +439,12 @@ def _print_edit_info(args, edit) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_output(args.verbose)
-    handlers = {"unlearn": run_unlearn, "scapre": run_scapre, "apply": run_apply, "info": run_info}
+    handlers = {
+        "unlearn": run_unlearn,
+        "scapre": run_scapre,
+        "apply": run_apply,
+        "export-lora": run_export_lora,
+        "bake": run_bake,
+        "info": run_info,
+    }
     return run_command(handlers[args.command], args)

@@ -158,22 +158,39 @@ def _refuse_temporal(unet: nn.Module) -> None:
 
 def _ldm_layout(unet: nn.Module) -> dict[str, tuple[str, int, int]]:
     """Map an ldm block prefix (``input_blocks.4``) to (stage, level, attention index)."""
+
+    def holding(blocks, kind: str) -> set[int]:
+        return {i for i, block in enumerate(blocks) if any(type(m).__name__ == kind for m in block.children())}
+
+    inputs, outputs = unet.input_blocks, unet.output_blocks
+    return ldm_block_layout(
+        range(len(inputs)), holding(inputs, "Downsample"), range(len(outputs)), holding(outputs, "Upsample")
+    )
+
+
+def ldm_block_layout(inputs, downsamplers: set[int], outputs, upsamplers: set[int]) -> dict[str, tuple[str, int, int]]:
+    """ldm block prefix -> (stage, level, index within the level), from the input and output block
+    indices in order and the ones holding a down- or upsampler.
+
+    ``input_blocks.0`` is conv_in; each down level ends with its downsampler block (none after
+    the last level); each up level ends with the block that carries its upsampler.
+    """
     layout: dict[str, tuple[str, int, int]] = {}
     level, position = 0, 0
-    for index, block in enumerate(unet.input_blocks):
+    for index in inputs:
         if index == 0:
-            continue  # conv_in
-        if any(type(m).__name__ == "Downsample" for m in block.children()):
+            continue
+        if index in downsamplers:
             level, position = level + 1, 0
             continue
         layout[f"input_blocks.{index}"] = ("down", level, position)
         position += 1
     layout["middle_block"] = ("mid", 0, 0)
     level, position = 0, 0
-    for index, block in enumerate(unet.output_blocks):
+    for index in outputs:
         layout[f"output_blocks.{index}"] = ("up", level, position)
         position += 1
-        if any(type(m).__name__ == "Upsample" for m in block.children()):
+        if index in upsamplers:
             level, position = level + 1, 0
     return layout
 

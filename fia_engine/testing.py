@@ -85,3 +85,103 @@ def make_tiny_pipeline(folder: Path, seed: int = 0) -> Path:
     )
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "TinyTestPipeline"}))
     return folder
+
+
+# -- ldm single-file checkpoints -------------------------------------------------------------------
+
+_LDM_TOP = {
+    "conv_in": "input_blocks.0.0",
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
+_LDM_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
+
+
+def ldm_unet_key(key: str, layers_per_block: int, up_has_attention: list[bool]) -> str:
+    """The ldm (single-file) name of a diffusers UNet2DConditionModel state-dict key.
+
+    Down level l holds input blocks 1 + l(n+1) .. l(n+1) + n, its downsampler last; up level l
+    holds output blocks l(n+1) .. l(n+1) + n, the last carrying the upsampler after its
+    transformer (slot 2) or directly after its resnet (slot 1).
+    """
+    for old, new in _LDM_TOP.items():
+        if key.startswith(old + "."):
+            return new + key[len(old) :]
+    parts = key.split(".")
+    n = layers_per_block
+    if parts[0] == "mid_block":
+        kind, index, rest = parts[1], int(parts[2]), parts[3:]
+        slot, inner = _ldm_rest(kind, rest).split(".", 1)  # the middle block has no slots: its parts are 0, 1, 2
+        return f"middle_block.{2 * index if slot == '0' else 1}.{inner}"
+    level, kind, index, rest = int(parts[1]), parts[2], int(parts[3]), parts[4:]
+    if parts[0] == "down_blocks":
+        if kind == "downsamplers":
+            return f"input_blocks.{1 + level * (n + 1) + n}.0.op.{rest[-1]}"
+        return f"input_blocks.{1 + level * (n + 1) + index}.{_ldm_rest(kind, rest)}"
+    if kind == "upsamplers":
+        return f"output_blocks.{level * (n + 1) + n}.{2 if up_has_attention[level] else 1}.conv.{rest[-1]}"
+    return f"output_blocks.{level * (n + 1) + index}.{_ldm_rest(kind, rest)}"
+
+
+def _ldm_rest(kind: str, rest: list[str]) -> str:
+    if kind == "resnets":
+        return f"0.{_LDM_RESNET[rest[0]]}.{'.'.join(rest[1:])}"
+    return "1." + ".".join(rest)  # attentions keep diffusers' inner names (proj_in, transformer_blocks, ...)
+
+
+def ldm_unet_state_dict(unet) -> dict[str, torch.Tensor]:
+    """A diffusers UNet's weights under ldm single-file names (``model.diffusion_model.*``)."""
+    config = unet.config
+    up_attention = ["CrossAttn" in kind for kind in config.up_block_types]
+    return {
+        "model.diffusion_model." + ldm_unet_key(key, config.layers_per_block, up_attention): tensor.detach().clone()
+        for key, tensor in unet.state_dict().items()
+    }
+
+
+def tiny_ldm_checkpoint(path: Path, unet, dtype: torch.dtype = torch.float16, seed: int = 0) -> Path:
+    """A single-file checkpoint of ``unet`` with small random text-encoder and VAE stand-ins and metadata."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {key: value.to(dtype).contiguous() for key, value in ldm_unet_state_dict(unet).items()}
+    tensors["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = torch.randn(
+        40, 32, generator=generator
+    ).to(dtype)
+    tensors["first_stage_model.decoder.conv_in.weight"] = torch.randn(8, 4, 3, 3, generator=generator).to(dtype)
+    tensors["first_stage_model.logvar_steps"] = torch.arange(5, dtype=torch.int64)
+    path = Path(path)
+    save_file(tensors, str(path), metadata={"modelspec.title": "tiny random", "note": "made by fia_engine.testing"})
+    return path
+
+
+def lora_loader(unet, text_encoder=None):
+    """What diffusers' ``load_lora_weights`` needs of a pipeline, around a bare UNet (and text encoder).
+
+    The digits model and the tiny pipelines have no VAE, so no StableDiffusionPipeline can be
+    built from them; this object carries diffusers' own StableDiffusionLoraLoaderMixin, so
+    ``lora_loader(unet).load_lora_weights(path)`` runs the code path a pipeline runs
+    (key conversion, PEFT config, ``unet.load_lora_adapter``). Needs peft, as diffusers does.
+    """
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+    class _UNetLoraLoader(StableDiffusionLoraLoaderMixin):
+        hf_device_map = None  # no accelerate device map: nothing to offload
+
+        def __init__(self):
+            self.unet, self.text_encoder = unet, text_encoder
+
+        @property
+        def components(self) -> dict:
+            return {"unet": self.unet, "text_encoder": self.text_encoder}
+
+    return _UNetLoraLoader()

@@ -8,6 +8,7 @@ from .apply_node import FIAApplyMask
 from .fia_masks_folder import register_folder
 from .fusion_node import FIAAgnosticFusion
 from .localizer_node import FIANeuronLocalizer
+from .lora_node import FIASaveScaPreLoRA
 from .mask_files import FIALoadMask, FIASaveMask
 from .report_node import FIAMaskReport
 from .saliency_node import FIAConceptSaliencyCollector
@@ -26,6 +27,7 @@ NODES: list[type[io.ComfyNode]] = [
     FIAApplyScaPreEdit,
     FIASaveScaPreEdit,
     FIALoadScaPreEdit,
+    FIASaveScaPreLoRA,
 ]
 
 

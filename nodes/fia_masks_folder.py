@@ -74,14 +74,15 @@ def save_inputs(default_name: str) -> list[io.Input]:
     ]
 
 
-def target_path(name: str, overwrite: bool, what: str) -> str:
-    """Where to save the ``what`` ("mask") named ``name``; a numbered name instead of overwriting unless asked."""
+def target_path(name: str, overwrite: bool, what: str, folder_name: str = FOLDER) -> str:
+    """Where to save the ``what`` ("mask") named ``name`` in the models folder ``folder_name`` (fia_masks,
+    loras); a numbered name instead of overwriting unless asked."""
     stem = re.sub(r"\.safetensors$", "", name.strip())
     if not stem or not re.fullmatch(r"[\w\- .]+(/[\w\- .]+)*", stem) or ".." in stem:
         raise InvalidInputError(
             f"{what} name {name!r}: use letters, digits, '-', '_', '.', spaces and '/' for subfolders"
         )
-    folder = folder_paths.get_folder_paths(FOLDER)[0]
+    folder = folder_paths.get_folder_paths(folder_name)[0]
     path = os.path.join(folder, stem + ".safetensors")
     counter = 1
     while os.path.exists(path) and not overwrite:
@@ -90,6 +91,6 @@ def target_path(name: str, overwrite: bool, what: str) -> str:
     return path
 
 
-def saved_as(path: str | os.PathLike) -> str:
-    """A saved file's name as the load nodes list it: relative to models/fia_masks."""
-    return os.path.relpath(path, folder_paths.get_folder_paths(FOLDER)[0])
+def saved_as(path: str | os.PathLike, folder_name: str = FOLDER) -> str:
+    """A saved file's name as the load nodes list it: relative to models/fia_masks (or ``folder_name``)."""
+    return os.path.relpath(path, folder_paths.get_folder_paths(folder_name)[0])

@@ -21,6 +21,7 @@ const FIA_NODES = new Set([
     "FIAApplyScaPreEdit",
     "FIASaveScaPreEdit",
     "FIALoadScaPreEdit",
+    "FIASaveScaPreLoRA",
 ]);
 
 const WIDGET_NAME = "fia_summary";

@@ -26,6 +26,7 @@ class Edit:
     unet: torch.nn.Module
     fraction: float  # of the weights the method may touch: pruned (FIA) or edited (ScaPre)
     seconds: float  # time to make the edit (collection + localisation + fusion, or the solve)
+    made: object = None  # the FIAMask or ScaPreEdit itself, to save or export
 
 
 MethodGroup = Callable[[DigitsBench, list[int]], dict[str, Edit]]
@@ -49,7 +50,7 @@ def fia_group(settings: FiaSettings, modes: tuple[str, ...] = ("fast", "exact"),
                 fuse_start = time.perf_counter()
                 mask = fuse(masks, settings.alpha, protect_agnostic=protect)
                 seconds = collected + time.perf_counter() - fuse_start
-                edits[name] = Edit(masked_unet(bench.engine.unet, mask), mask.pruned_fraction, seconds)
+                edits[name] = Edit(masked_unet(bench.engine.unet, mask), mask.pruned_fraction, seconds, mask)
         return edits
 
     return run
@@ -109,7 +110,7 @@ def scapre_group(modes: tuple[str, ...] = ("scapre", "uce"), settings=None) -> M
             for target in find_cross_attention_projections(unet):
                 target.module.weight.data = edit.edited_weight(target.canonical, target.module.weight)
             name = SCAPRE if mode == "scapre" else UCE
-            edits[name] = Edit(unet, edit.summary()["edited_fraction"], seconds)
+            edits[name] = Edit(unet, edit.summary()["edited_fraction"], seconds, edit)
         return edits
 
     return run

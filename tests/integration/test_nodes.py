@@ -22,6 +22,7 @@ NODE_IDS = [
     "FIANeuronLocalizer",
     "FIASaveMask",
     "FIASaveScaPreEdit",
+    "FIASaveScaPreLoRA",
     "FIAScaPreErase",
 ]
 TINY = {"pairs": 2, "steps": 10, "saliency_steps": 2, "resolution": 64}

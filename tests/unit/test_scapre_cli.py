@@ -31,14 +31,6 @@ def fails(args: list[str], capsys, message: str) -> None:
     assert len(errors) == 1 and message in errors[0], err
 
 
-@pytest.fixture(scope="module")
-def edit_file(tiny_pipeline, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("edits") / "golf-church.safetensors"
-    args = ["scapre", "--pipeline", str(tiny_pipeline), "--concepts", "golf ball, church", "--preserve", "dog, cat"]
-    assert main([*args, "--out", str(out), "--device", "cpu"]) == 0
-    return out
-
-
 def test_scapre_writes_an_edit(edit_file):
     edit = ScaPreEdit.load(edit_file)
     assert edit.metadata["concepts"] == ["golf ball", "church"] and edit.metadata["preserve"] == ["dog", "cat"]
