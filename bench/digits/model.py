@@ -50,6 +50,7 @@ class ModelSpec:
     concepts: str = "digits"  # "digits" or "digits+glyphs" (proxy_data.py)
     digit_share: float = 1.0  # share of training images that are digits
     freeze_text_encoder: bool = False  # True: a random text encoder the UNet must learn to read, as SD's CLIP is frozen
+    word_scale: float = 0.02  # std of the word embeddings at initialisation (CLIP's default: 0.02)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +66,10 @@ SPECS = {
         concepts="digits+glyphs",
         digit_share=0.5,
         freeze_text_encoder=True,
+        # A frozen encoder at CLIP's init scale hands every word nearly the same vector (cosine
+        # 0.87 between "zero" and "one"), and the UNet learnt nothing from text in 1000 steps;
+        # unit-scale word vectors keep words apart while telling the UNet nothing about them.
+        word_scale=1.0,
     ),
 }
 
@@ -75,7 +80,7 @@ def get_spec(name: str) -> ModelSpec:
     return SPECS[name]
 
 
-def build_text_encoder(tokenizer: PreTrainedTokenizerFast) -> CLIPTextModel:
+def build_text_encoder(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec = SPECS["digits"]) -> CLIPTextModel:
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN,
@@ -88,7 +93,11 @@ def build_text_encoder(tokenizer: PreTrainedTokenizerFast) -> CLIPTextModel:
         eos_token_id=tokenizer.eos_token_id,
         projection_dim=TEXT_HIDDEN,
     )
-    return CLIPTextModel(config)
+    encoder = CLIPTextModel(config)
+    if spec.word_scale != config.initializer_range:
+        with torch.no_grad():
+            encoder.get_input_embeddings().weight.normal_(0.0, spec.word_scale)
+    return encoder
 
 
 def build_unet(spec: ModelSpec = SPECS["digits"]) -> UNet2DConditionModel:

@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     if cfg.init_from:
         unet, text_encoder, previous = _load_phase(Path(cfg.init_from), tokenizer)
     else:
-        text_encoder = build_text_encoder(tokenizer)
+        text_encoder = build_text_encoder(tokenizer, spec)
         unet = build_unet(spec)
     logger.info("parameters: unet %d, text encoder %d", count_parameters(unet), count_parameters(text_encoder))
     params = list(unet.parameters())
