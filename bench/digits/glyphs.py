@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 SCAN_SIDE = 12  # glyph "scans": rendered at this size (about as coarse as the 8x8 digit scans), then drawn like them
 RENDER_SIZE = 96  # font size in pixels before cropping to the ink
 
-LETTERS = tuple("acdefhjkmnpqrtuvwxy")  # no o, i, s, z, b, g (digit look-alikes); l is too thin
+LETTERS = tuple("cdefhjkmnpqrtuvwxy")  # no o, i, s, z, b, g (digit look-alikes), l (too thin), a (the article)
 GREEK = {
     "omega": "\u03a9",
     "sigma": "\u03a3",
