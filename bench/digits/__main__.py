@@ -266,6 +266,15 @@ def _cmd_gate_table(args: argparse.Namespace) -> None:
         write_section(Path(args.report), section)
 
 
+def _cmd_compare_masks(args: argparse.Namespace) -> None:
+    from fia_engine.masks import FIAMask
+
+    from .mask_compare import compare, comparison_table
+
+    a, b = FIAMask.load(args.a), FIAMask.load(args.b)
+    print(comparison_table(compare(a, b), args.name_a, args.name_b))
+
+
 def _parser() -> argparse.ArgumentParser:
     from .diagnose import CONTRASTS
     from .mask_oracle import LAYER_SETS, OBJECTIVES, OracleSettings
@@ -383,6 +392,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--command", default="python -m bench.digits gate ...", help="the commands, for the section")
     p.add_argument("--report", default="")
     p.set_defaults(func=_cmd_gate_table)
+
+    p = sub.add_parser("compare-masks", help="two masks of one model, layer by layer: sizes, overlap, IoU")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--name-a", default="A")
+    p.add_argument("--name-b", default="B")
+    p.set_defaults(func=_cmd_compare_masks)
 
     p = sub.add_parser("train", help="train the model from scratch (CPU, seeded)")
     p.add_argument("--steps", type=int, default=2000)
