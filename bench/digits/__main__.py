@@ -30,7 +30,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         threads=args.threads,
         snapshot_every=args.snapshot_every,
+        snapshot_dir=args.snapshot_dir,
         init_from=args.init_from,
+        spec=args.spec,
     )
     metadata = train(cfg, Path(args.out))
     print(json.dumps(metadata, indent=2))
@@ -164,7 +166,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     sections = []
     if args.p1:
         run = merge([load_run(Path(p)) for p in args.p1], "P1")
-        sections.append(p1_report(run.command, run.settings_line, run.result, run.threads))
+        sections.append(p1_report(run.command, run.settings_line, run.result, run.threads, args.p1_heading or None))
     if args.p2:
         run = merge([load_run(Path(p)) for p in args.p2], "P2")
         plot = plot_p2(run.result, Path(args.plot))
@@ -235,7 +237,9 @@ def _cmd_mask_oracle(args: argparse.Namespace) -> None:
     from .unlearning import DigitsBench, FiaSettings
 
     bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
-    settings = OracleSettings(steps=args.steps, sparsity=args.sparsity, seed=args.seed)
+    settings = OracleSettings(
+        steps=args.steps, sparsity=args.sparsity, seed=args.seed, objective=args.objective, budget=args.budget
+    )
     fia = FiaSettings(r2=args.fia_r2)
     rows = run_oracle(bench, P1_FORGET, settings, tuple(args.layers), fia)
     section = oracle_report("python -m bench.digits " + " ".join(sys.argv[1:]), settings, bench, rows, fia)
@@ -244,9 +248,50 @@ def _cmd_mask_oracle(args: argparse.Namespace) -> None:
         write_section(Path(args.report), section)
 
 
+def _cmd_gate(args: argparse.Namespace) -> None:
+    from .gate import load_rows, run_gate, save_rows
+    from .mask_oracle import OracleSettings
+    from .unlearning import DigitsBench
+
+    bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
+    settings = OracleSettings(
+        steps=args.steps,
+        sparsity=args.sparsity,
+        seed=args.seed,
+        objective=args.objective,
+        budget=args.budget,
+        hard_from=args.hard_from,
+    )
+    row = run_gate(bench, args.name, args.description, settings, Path(args.save_mask) if args.save_mask else None)
+    if args.save:
+        path = Path(args.save)
+        save_rows(path, (load_rows(path) if path.exists() else []) + [row])
+    print(row.verdict())
+
+
+def _cmd_gate_table(args: argparse.Namespace) -> None:
+    from .benchmark import write_section
+    from .gate import gate_table, load_rows
+
+    rows = [row for path in args.rows for row in load_rows(Path(path))]
+    section = gate_table(rows, args.command)
+    print(section)
+    if args.report:
+        write_section(Path(args.report), section)
+
+
+def _cmd_compare_masks(args: argparse.Namespace) -> None:
+    from fia_engine.masks import FIAMask
+
+    from .mask_compare import compare, comparison_table
+
+    a, b = FIAMask.load(args.a), FIAMask.load(args.b)
+    print(comparison_table(compare(a, b), args.name_a, args.name_b))
+
+
 def _parser() -> argparse.ArgumentParser:
     from .diagnose import CONTRASTS
-    from .mask_oracle import LAYER_SETS, OracleSettings
+    from .mask_oracle import LAYER_SETS, OBJECTIVES, OracleSettings
     from .sampling import DEFAULT_STEPS
     from .unlearning import FiaSettings
 
@@ -291,6 +336,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the P1/P2 sections from runs saved by `benchmark --save`")
     p.add_argument("--p1", nargs="+", default=[], help="saved P1 runs (merged)")
     p.add_argument("--p2", nargs="+", default=[], help="saved P2 runs, e.g. one per range of k (merged)")
+    p.add_argument("--p1-heading", default="", help="RESULTS.md section heading for the P1 rows (default: section 3's)")
     p.add_argument("--p2-heading", default="", help="RESULTS.md section heading for the P2 rows (default: section 4's)")
     p.add_argument("--report", default="", help="RESULTS.md to update")
     p.add_argument("--plot", default=str(Path("bench") / "digits_p2.png"), help="PNG of the P2 curves")
@@ -320,6 +366,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", default=list(LAYER_SETS), choices=list(LAYER_SETS))
     p.add_argument("--steps", type=int, default=ORACLE_DEFAULTS.steps, help="optimiser steps per layer set")
     p.add_argument("--sparsity", type=float, default=ORACLE_DEFAULTS.sparsity)
+    p.add_argument(
+        "--objective", default=ORACLE_DEFAULTS.objective, choices=list(OBJECTIVES),
+        help="what the forgotten prompts are distilled onto: the base prompt, or the kept digits (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--budget", type=float, default=ORACLE_DEFAULTS.budget,
+        help="largest pruned share of the layers' weights (0: every gate below 1/2; the gate of issue 12: 0.05)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=ORACLE_DEFAULTS.seed, help="seed of the mask's training")
     p.add_argument(
         "--fia-r2", type=ratio_arg("fia-r2"), default=0.03, help="r2 of the FIA row shown next to the learned FFN2 mask"
@@ -330,6 +384,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="")
     p.set_defaults(func=_cmd_mask_oracle)
 
+    p = sub.add_parser("gate", help="issue 12's gate: can a learned FFN2 mask of <= 5 %% forget P1 on this model?")
+    p.add_argument("--model", default=str(MODEL_DIR))
+    p.add_argument("--name", required=True, help="the model's name in the gate table")
+    p.add_argument("--description", default="", help="what was tried, for the gate table")
+    p.add_argument("--objective", default="kept", choices=list(OBJECTIVES))
+    p.add_argument("--budget", type=float, default=0.05, help="largest pruned share of the FFN2 weights")
+    p.add_argument("--steps", type=int, default=ORACLE_DEFAULTS.steps)
+    p.add_argument("--sparsity", type=float, default=ORACLE_DEFAULTS.sparsity)
+    p.add_argument("--seed", type=int, default=ORACLE_DEFAULTS.seed)
+    p.add_argument("--n", type=int, default=20, help="images per digit and seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--save", default="", help="JSON file the row is appended to")
+    p.add_argument("--save-mask", default="", help="write the learned mask as an FIA mask file")
+    p.add_argument(
+        "--hard-from", type=float, default=0.5,
+        help="share of the steps after which the gates are binary (straight-through), budget included",
+    )  # fmt: skip
+    p.set_defaults(func=_cmd_gate)
+
+    p = sub.add_parser("gate-table", help="the gate table from saved gate rows")
+    p.add_argument("--rows", nargs="+", required=True)
+    p.add_argument("--command", default="python -m bench.digits gate ...", help="the commands, for the section")
+    p.add_argument("--report", default="")
+    p.set_defaults(func=_cmd_gate_table)
+
+    p = sub.add_parser("compare-masks", help="two masks of one model, layer by layer: sizes, overlap, IoU")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--name-a", default="A")
+    p.add_argument("--name-b", default="B")
+    p.set_defaults(func=_cmd_compare_masks)
+
     p = sub.add_parser("train", help="train the model from scratch (CPU, seeded)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
@@ -338,6 +425,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--snapshot-every", type=int, default=0)
     p.add_argument("--init-from", default="", help="continue from a saved model folder")
+    p.add_argument("--spec", default="digits", choices=["digits", "proxy"], help="which model to build (model.SPECS)")
+    p.add_argument("--snapshot-dir", default="bench/_work/digits_snapshot")
     p.add_argument("--out", default=str(MODEL_DIR))
     p.set_defaults(func=_cmd_train)
 

@@ -131,8 +131,10 @@ def _preamble(heading: str, command: str, settings_line: str, threads: int | Non
     ]
 
 
-def p1_report(command: str, settings_line: str, p1: ProtocolResult, threads: int | None = None) -> str:
-    parts = _preamble(P1_HEADING, command, settings_line, threads)
+def p1_report(
+    command: str, settings_line: str, p1: ProtocolResult, threads: int | None = None, heading: str | None = None
+) -> str:
+    parts = _preamble(heading or P1_HEADING, command, settings_line, threads)
     parts += [
         f"Forget zero..four, keep five..nine; {p1.images_per_digit} images per digit x {len(p1.seeds)} seeds.",
         "",

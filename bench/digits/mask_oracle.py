@@ -8,15 +8,25 @@ and FIA does not is what FIA's saliency misses. The same optimiser, objective an
 the cross-attention value projections (``attn2.to_v``, which the closed-form edits change)
 is the positive control: it shows the optimiser finds a forgetting mask where one exists.
 
-Objective (a concept-ablation distillation; the teacher is the unmasked model itself):
+Objective (a concept-ablation distillation; the teacher is the unmasked model itself), in
+one of two forms:
 
-    forget:  eps_masked(x_t, "a handwritten <forgotten digit> <place>") -> eps(x_t, "a handwritten digit <place>")
-    keep:    eps_masked(x_t, "a handwritten <kept digit> <place>")      -> eps(x_t, the same prompt)
+    "base":  eps_masked(x_t(forgotten digit image), "a handwritten <forgotten digit> <place>")
+                 -> eps(x_t, "a handwritten digit <place>")
+    "kept":  eps_masked(x_t(image of a random KEPT digit k), "a handwritten <forgotten digit> <place>")
+                 -> eps(x_t, "a handwritten <k> <place>")
+    keep:    eps_masked(x_t(kept digit image), "a handwritten <kept digit> <place>") -> eps(x_t, the same prompt)
     loss = (forget error + keep error) / forget error of the unmasked model + sparsity * mean(1 - gate)
 
-with x_t real training digits noised at t in [t_min, 1000). Every weight of the chosen
-layers has a gate sigmoid(logit), all starting nearly open. After training, gates below 1/2
-are pruned (the weight set to 0) and the pruned copy is judged like the benchmark's rows.
+with x_t real training digits noised at t in [t_min, 1000). "base" asks the forgotten prompts
+to draw what "a handwritten digit" draws, which with ten digits still draws each forgotten
+digit about one time in ten: its floor is near the gate's 10 %. "kept" asks them to draw the
+kept digits only (the optimum of that regression is the score of the kept digits' mixture),
+i.e. a model that no longer draws the forgotten digits at all, which is what pruning a
+concept's own weights should do. Every weight of the chosen layers has a gate sigmoid(logit),
+all starting nearly open. After training, gates below 1/2 are pruned (the weight set to 0),
+at most ``budget`` of the weights (the most closed gates first) when a budget is set, and
+the pruned copy is judged like the benchmark's rows.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from .unlearning import BASE_TEMPLATE, CONCEPT_TEMPLATE, DigitsBench, FiaSetting
 logger = logging.getLogger(__name__)
 
 LAYER_SETS = ("ffn2", "to_v")
+OBJECTIVES = ("base", "kept")
 ROW_NAMES = {
     "original": "none (original)",
     "ffn2": "learned mask of FFN2 (FIA's layers)",
@@ -60,6 +71,9 @@ class OracleSettings:
     init_logit: float = 4.0  # sigmoid(4) = 0.98: every gate starts nearly open
     t_min: int = 200
     seed: int = 0
+    objective: str = "base"  # OBJECTIVES: what the forgotten prompts are distilled onto
+    budget: float = 0.0  # largest pruned share of the layers' weights; 0: every gate below 1/2
+    hard_from: float = 1.0  # share of the steps after which gates are binary (straight-through); 1: never
 
 
 @dataclass
@@ -88,10 +102,29 @@ class _Gates:
         self.modules = modules
         self.logits = {name: torch.full_like(m.weight, init_logit, requires_grad=True) for name, m in modules.items()}
         self._handles = []
+        self.hard_budget: float | None = None  # set: binary gates, as the pruned copy will have them
+
+    def _gate(self, name: str) -> torch.Tensor:
+        soft = torch.sigmoid(self.logits[name])
+        if self.hard_budget is None:
+            return soft
+        # Straight-through: the forward sees exactly the mask that will be pruned (budget
+        # included), the gradient is the soft gate's, so training and the judged copy agree.
+        hard = (~self._closed[name]).to(soft.dtype)
+        return hard + soft - soft.detach()
+
+    def harden(self, budget: float) -> None:
+        """From now on, gates are binary: closed where ``pruned(budget)`` says, refreshed each step."""
+        self.hard_budget = budget
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.hard_budget is not None:
+            self._closed = self.pruned(self.hard_budget)
 
     def _hook(self, name: str):
         def hook(module, inputs, output):
-            return F.linear(inputs[0], module.weight * torch.sigmoid(self.logits[name]), module.bias)
+            return F.linear(inputs[0], module.weight * self._gate(name), module.bias)
 
         return hook
 
@@ -107,8 +140,15 @@ class _Gates:
     def closed_share(self) -> torch.Tensor:
         return torch.cat([(1 - torch.sigmoid(x)).flatten() for x in self.logits.values()]).mean()
 
-    def pruned(self) -> dict[str, torch.Tensor]:
-        return {name: torch.sigmoid(x.detach()) < 0.5 for name, x in self.logits.items()}
+    def pruned(self, budget: float = 0.0) -> dict[str, torch.Tensor]:
+        """Gates below 1/2; with a budget, at most that share of all gates, the most closed first."""
+        closed = {name: torch.sigmoid(x.detach()) < 0.5 for name, x in self.logits.items()}
+        total = sum(x.numel() for x in self.logits.values())
+        if budget <= 0 or sum(int(c.sum()) for c in closed.values()) <= budget * total:
+            return closed
+        flat = torch.cat([x.detach().flatten() for x in self.logits.values()])
+        cut = torch.kthvalue(flat, int(budget * total)).values
+        return {name: (x.detach() <= cut) & closed[name] for name, x in self.logits.items()}
 
 
 class _Batches:
@@ -118,17 +158,35 @@ class _Batches:
         self.images, self.labels = load_split()["train"]
         self.rng = np.random.default_rng(seed)
 
-    def draw(self, digits: list[int], n: int) -> tuple[torch.Tensor, list[str], list[str]]:
-        canvases, concept_prompts, base_prompts = [], [], []
+    def draw(
+        self, digits: list[int], n: int, shown: list[int] | None = None
+    ) -> tuple[torch.Tensor, list[str], list[str]]:
+        """Images, the asked prompts (of ``digits``) and the wanted prompts.
+
+        Without ``shown`` the images are of the asked digits and the wanted prompt is the base
+        prompt; with it the images are of a random digit of ``shown`` and the wanted prompt names it.
+        """
+        canvases, asked, wanted = [], [], []
         for _ in range(n):
             digit = int(self.rng.choice(digits))
-            index = int(self.rng.choice(np.flatnonzero(self.labels == digit)))
-            render = random_render(digit, self.rng)
+            drawn = digit if shown is None else int(self.rng.choice(shown))
+            index = int(self.rng.choice(np.flatnonzero(self.labels == drawn)))
+            render = random_render(drawn, self.rng)
             place = POSITION_PHRASES[render.position][0]
             canvases.append(draw(self.images[index], render.side, render.bold, render.row, render.col))
-            concept_prompts.append(CONCEPT_TEMPLATE.format(concept=DIGIT_WORDS[digit], context=place))
-            base_prompts.append(BASE_TEMPLATE.format(context=place))
-        return to_latent(torch.stack(canvases)), concept_prompts, base_prompts
+            asked.append(CONCEPT_TEMPLATE.format(concept=DIGIT_WORDS[digit], context=place))
+            wanted.append(
+                BASE_TEMPLATE.format(context=place)
+                if shown is None
+                else CONCEPT_TEMPLATE.format(concept=DIGIT_WORDS[drawn], context=place)
+            )
+        return to_latent(torch.stack(canvases)), asked, wanted
+
+    def draw_forget(self, forget: list[int], kept: list[int], n: int, objective: str):
+        """One forget batch for ``objective`` (OBJECTIVES)."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose from {OBJECTIVES}")
+        return self.draw(forget, n, shown=kept if objective == "kept" else None)
 
 
 class _Distillation:
@@ -160,7 +218,10 @@ def learn_mask(bench: DigitsBench, forget: list[int], layer_set: str, settings: 
     started = time.perf_counter()
     with gates:
         for step in range(settings.steps):
-            forget_x, forget_prompts, base_prompts = batches.draw(forget, n)
+            if step == int(settings.hard_from * settings.steps):
+                gates.harden(settings.budget)
+            gates.refresh()
+            forget_x, forget_prompts, base_prompts = batches.draw_forget(forget, kept, n, settings.objective)
             keep_x, keep_prompts, _ = batches.draw(kept, n)
             clean = torch.cat([forget_x, keep_x])
             t = torch.randint(*t_range, (2 * n,))
@@ -184,7 +245,7 @@ def learn_mask(bench: DigitsBench, forget: list[int], layer_set: str, settings: 
                 )  # fmt: skip
     pruned, total = 0, 0
     with torch.no_grad():
-        for name, off in gates.pruned().items():
+        for name, off in gates.pruned(settings.budget).items():
             gates.modules[name].weight[off] = 0
             pruned += int(off.sum())
             total += off.numel()
@@ -195,7 +256,8 @@ def learn_mask(bench: DigitsBench, forget: list[int], layer_set: str, settings: 
 def objective_left(bench: DigitsBench, unet: torch.nn.Module, forget: list[int], settings: OracleSettings) -> float:
     """Forget error of ``unet`` over the original's, on fresh images (1: the edit moved nothing)."""
     generator = torch.Generator().manual_seed(settings.seed + 1)
-    clean, asked, wanted = _Batches(settings.seed + 1).draw(forget, 4 * settings.batch)
+    kept = [d for d in range(10) if d not in forget]
+    clean, asked, wanted = _Batches(settings.seed + 1).draw_forget(forget, kept, 4 * settings.batch, settings.objective)
     steps = bench.sampling.scheduler.config.num_train_timesteps
     t = torch.randint(settings.t_min, steps, (len(clean),), generator=generator)
     batch = _Distillation(bench, clean, asked, wanted, t, torch.randn(clean.shape, generator=generator))

@@ -13,6 +13,7 @@ every UNet call four times cheaper, which is what lets the benchmark run on two 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,47 @@ def to_image(latents: torch.Tensor) -> torch.Tensor:
     return F.pixel_shuffle(latents, PACK)
 
 
-def build_text_encoder(tokenizer: PreTrainedTokenizerFast) -> CLIPTextModel:
+@dataclass(frozen=True)
+class ModelSpec:
+    """What differs between the bundled models: the digits model (v4) and the proxy model."""
+
+    name: str
+    block_out_channels: tuple[int, ...] = (32, 64, 96)
+    transformer_layers: int = 2
+    concepts: str = "digits"  # "digits" or "digits+glyphs" (proxy_data.py)
+    digit_share: float = 1.0  # share of training images that are digits
+    freeze_text_encoder: bool = False  # True: a random text encoder the UNet must learn to read, as SD's CLIP is frozen
+    word_scale: float = 0.02  # std of the word embeddings at initialisation (CLIP's default: 0.02)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SPECS = {
+    "digits": ModelSpec("digits"),
+    # Many concepts, a frozen text encoder and wider FFNs: what Stable Diffusion's FFNs have
+    # and the digits model lacks (bench/digits/README.md, "The proxy model").
+    "proxy": ModelSpec(
+        "proxy",
+        block_out_channels=(32, 96, 128),
+        concepts="digits+glyphs",
+        digit_share=0.5,
+        freeze_text_encoder=True,
+        # A frozen encoder at CLIP's init scale hands every word nearly the same vector (cosine
+        # 0.87 between "zero" and "one"), and the UNet learnt nothing from text in 1000 steps;
+        # unit-scale word vectors keep words apart while telling the UNet nothing about them.
+        word_scale=1.0,
+    ),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in SPECS:
+        raise ValueError(f"unknown model spec {name!r}; choose from {sorted(SPECS)}")
+    return SPECS[name]
+
+
+def build_text_encoder(tokenizer: PreTrainedTokenizerFast, spec: ModelSpec = SPECS["digits"]) -> CLIPTextModel:
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN,
@@ -52,22 +93,26 @@ def build_text_encoder(tokenizer: PreTrainedTokenizerFast) -> CLIPTextModel:
         eos_token_id=tokenizer.eos_token_id,
         projection_dim=TEXT_HIDDEN,
     )
-    return CLIPTextModel(config)
+    encoder = CLIPTextModel(config)
+    if spec.word_scale != config.initializer_range:
+        with torch.no_grad():
+            encoder.get_input_embeddings().weight.normal_(0.0, spec.word_scale)
+    return encoder
 
 
-def build_unet() -> UNet2DConditionModel:
+def build_unet(spec: ModelSpec = SPECS["digits"]) -> UNet2DConditionModel:
     return UNet2DConditionModel(
         sample_size=LATENT_SIZE,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 96),
+        block_out_channels=spec.block_out_channels,
         layers_per_block=1,
         # Two transformer blocks per stage: SD-like depth of the feed-forward path, which is
         # where FIA looks for concepts (one block per stage left digit identity mostly
         # outside the FFNs; see bench/RESULTS.md).
-        transformer_layers_per_block=2,
+        transformer_layers_per_block=spec.transformer_layers,
         norm_num_groups=16,
         cross_attention_dim=TEXT_HIDDEN,
         attention_head_dim=4,  # diffusers reads this as the number of heads

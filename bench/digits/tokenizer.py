@@ -18,10 +18,10 @@ SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)
 MAX_LENGTH = 16  # longest caption is 12 tokens with BOS/EOS
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Special tokens first (ids 0..3), then the caption words in sorted order."""
+def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """Special tokens first (ids 0..3), then the caption words (default: the digit captions') in sorted order."""
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
-    for word in caption_vocabulary():
+    for word in sorted(words) if words is not None else caption_vocabulary():
         vocab[word] = len(vocab)
     core = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     core.normalizer = normalizers.Lowercase()

@@ -18,7 +18,7 @@ from transformers import CLIPTextModel
 from . import MODEL_DIR
 from .data import sample_batch
 from .export import save_model
-from .model import build_scheduler, build_text_encoder, build_unet, count_parameters, to_latent
+from .model import ModelSpec, build_scheduler, build_text_encoder, build_unet, count_parameters, get_spec, to_latent
 from .tokenizer import build_tokenizer, encode, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class TrainConfig:
     snapshot_every: int = 0  # 0: no intermediate snapshots
     snapshot_dir: str = "bench/_work/digits_snapshot"
     init_from: str = ""  # a saved model folder to continue from (a second training phase)
+    spec: str = "digits"  # model.SPECS: the digits model or the proxy model
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -93,6 +94,23 @@ def _load_phase(model_dir: Path, tokenizer) -> tuple:
     return unet, text_encoder, record
 
 
+def _batches(spec: ModelSpec):
+    """The spec's training data: (rng, batch size) -> (images, captions)."""
+    if spec.concepts == "digits":
+        return lambda rng, n: sample_batch(rng, n)[:2]
+    from .proxy_data import sample_proxy_batch
+
+    return lambda rng, n: sample_proxy_batch(rng, n, spec.digit_share)[:2]
+
+
+def _vocabulary(spec: ModelSpec) -> list[str] | None:
+    if spec.concepts == "digits":
+        return None
+    from .proxy_data import proxy_vocabulary
+
+    return proxy_vocabulary()
+
+
 def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     torch.set_num_threads(cfg.threads)
     # Denormal floats make CPU kernels many times slower once small gradients appear.
@@ -100,16 +118,22 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
-    tokenizer = build_tokenizer()
+    spec = get_spec(cfg.spec)
+    tokenizer = build_tokenizer(_vocabulary(spec))
     scheduler = build_scheduler()
     previous = None
     if cfg.init_from:
         unet, text_encoder, previous = _load_phase(Path(cfg.init_from), tokenizer)
     else:
-        text_encoder = build_text_encoder(tokenizer)
-        unet = build_unet()
+        text_encoder = build_text_encoder(tokenizer, spec)
+        unet = build_unet(spec)
     logger.info("parameters: unet %d, text encoder %d", count_parameters(unet), count_parameters(text_encoder))
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = list(unet.parameters())
+    if spec.freeze_text_encoder:
+        text_encoder.requires_grad_(False).eval()
+    else:
+        params += list(text_encoder.parameters())
+    batches = _batches(spec)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
     ema = _Ema(params, cfg.ema_decay)
@@ -117,17 +141,18 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     num_t = scheduler.config.num_train_timesteps
 
     unet.train()
-    text_encoder.train()
+    text_encoder.train(not spec.freeze_text_encoder)
     start = time.perf_counter()
     recent: list[float] = []
     for step in range(cfg.steps):
-        images, captions, _ = sample_batch(rng, cfg.batch_size)
+        images, captions = batches(rng, cfg.batch_size)
         images = to_latent(images)
         ids = encode(tokenizer, captions)
         noise = torch.randn_like(images)
         t = torch.randint(0, num_t, (cfg.batch_size,))
         noisy = scheduler.add_noise(images, noise, t)
-        context = text_encoder(ids)[0]
+        with torch.set_grad_enabled(not spec.freeze_text_encoder):
+            context = text_encoder(ids)[0]
         pred = unet(noisy, t, context).sample
         per_image = (pred - noise).pow(2).mean(dim=(1, 2, 3))
         loss = (per_image * _loss_weights(alphas_cumprod, t, cfg.min_snr_gamma)).mean()
@@ -169,6 +194,7 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     ema.swap()  # ship the averaged weights
     metadata = {
         "config": asdict(cfg),
+        "spec": spec.to_dict(),
         "final_mse_last100": round(sum(recent) / len(recent), 5),
         "wall_seconds": round(wall, 1),
         "torch": torch.__version__,
