@@ -92,6 +92,9 @@ class ConceptSaliency:
     steps: tuple[int, ...]
     r1: float | None = None
     settings: dict = field(default_factory=dict)
+    # What localisation derived from this collection and may reuse (neurons.py): it depends on
+    # nothing but the collection and r1, so a change of r2 or alpha reuses it.
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _std(total: torch.Tensor, squares: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
