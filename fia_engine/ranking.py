@@ -28,7 +28,33 @@ def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
         # numpy's introselect is several times faster than torch.kthvalue on one core.
         position = flat.numel() - k
         return torch.tensor(np.partition(flat.detach().numpy(), position)[position])
+    if flat.dtype == torch.float32 and bool((flat >= 0).all()):
+        return radix_kth_largest(flat, k)
     return torch.topk(flat, k, sorted=False).values.min()
+
+
+_RADIX_PASSES = ((20, 11), (10, 10), (0, 10))  # (shift, bits) of a non-negative float's 31 bits
+
+
+def radix_kth_largest(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest of non-negative float32 values by three histogram passes over their
+    bit patterns (which order like the values): exact, and a few fast kernels on a GPU where
+    topk / kthvalue of a multi-million-element slice are slow."""
+    bits = flat.view(torch.int32) & _INT32_MAX  # -0.0 counts as +0.0
+    prefix, prefix_bits = 0, 0  # the high bits of the answer found so far
+    weight_type = torch.float32 if flat.numel() < 2**24 else torch.float64  # counts exact in floats
+    for shift, width in _RADIX_PASSES:
+        digit = (bits >> shift) & ((1 << width) - 1)
+        if prefix_bits:
+            matches = ((bits >> (shift + width)) == prefix).to(weight_type)
+            counts = torch.bincount(digit, weights=matches, minlength=1 << width).round().long()
+        else:
+            counts = torch.bincount(digit, minlength=1 << width)
+        above = torch.flip(torch.cumsum(torch.flip(counts, [0]), 0), [0])  # entries with digit >= d
+        chosen = int(torch.nonzero(above >= k).max())  # the largest digit reaching k
+        k -= int(above[chosen]) - int(counts[chosen])  # entries with a larger digit come first
+        prefix, prefix_bits = (prefix << width) | chosen, prefix_bits + width
+    return torch.tensor(prefix, dtype=torch.int32, device=flat.device).view(torch.float32)
 
 
 def stable_top_indices(values: torch.Tensor, k: int) -> torch.Tensor:
