@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from bench.scapre_scale import SD15_UNET
+from bench.scapre_scale import SD15_UNET, TINY_UNET
 
 logger = logging.getLogger("bench.pipelines")
 
@@ -39,14 +39,6 @@ SD15_SCHEDULER = dict(
     clip_sample=False,
     set_alpha_to_one=False,
 )
-TINY_UNET = dict(
-    SD15_UNET,
-    block_out_channels=(32, 32, 64, 64),
-    attention_head_dim=4,
-    norm_num_groups=8,
-    layers_per_block=1,
-    sample_size=8,
-)
 TINY_TEXT = dict(hidden_size=768, intermediate_size=64, num_hidden_layers=1, num_attention_heads=12)
 TINY_VAE = dict(SD15_VAE, block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=8, sample_size=64)
 
@@ -66,7 +58,8 @@ def write_random_sd15(
         return folder
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer(max_length=77)
-    UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET)).to(dtype).save_pretrained(folder / "unet")
+    unet = dict(TINY_UNET, sample_size=8) if tiny else SD15_UNET  # tiny: 64 px by default
+    UNet2DConditionModel(**unet).to(dtype).save_pretrained(folder / "unet")
     text = CLIPTextConfig(
         vocab_size=49408,
         max_position_embeddings=77,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .localize import integrated_value
-from .ranking import TopList
+from .ranking import TopList, kth_largest
 from .sorted_columns import COMPACT, ColumnOrder, SortedProblems, kth_largest_in_columns, ragged
 
 _INF_BITS = 0x7F800000
@@ -257,6 +257,20 @@ def _lowest_ties(order, tied_start, above_start, needed):
 
 def _subset(hits: StepHits, which: torch.Tensor) -> StepHits:
     return StepHits(hits.thresholds[which], hits.hit_start[which], hits.means[which], hits.peak[which])
+
+
+def integrate_densely(weight_abs: torch.Tensor, column_scores: torch.Tensor, r1: float) -> torch.Tensor:
+    """A of one concept from its (steps, C_in) column scores, step matrix by step matrix: the
+    plain formula, cheaper than the sorted-column search for small layers."""
+    weight = weight_abs.float()
+    k = max(1, math.floor(r1 * weight.numel()))
+    step = torch.empty_like(weight)
+    hits = torch.zeros_like(weight, dtype=torch.int16)
+    for scores in column_scores.float():
+        torch.mul(weight, scores.unsqueeze(0), out=step)
+        hits += step > kth_largest(step, k).to(step.device)
+    mean = weight * column_means(column_scores.unsqueeze(0))[0]
+    return integrated_value(mean, mean.max(), hits, column_scores.shape[0])
 
 
 def dense_integrated(order: ColumnOrder, hits: StepHits, concept: int) -> torch.Tensor:

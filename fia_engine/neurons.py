@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import InvalidInputError
-from .fast_localize import dense_integrated, step_hits, top_lists
+from .fast_localize import integrate_densely, step_hits, top_lists
 from .localize import check_ratio, selection_counts
 from .ranking import TopList, dense_top_list
 from .saliency import ConceptSaliency
@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 GROWTH = 1.5  # top lists cover this many times the r2 asked for, so nearby r2 reuse them
+# Below this many weights x steps per concept, a layer's A is integrated step matrix by step
+# matrix: the same numbers, and cheaper than the sorted-column search's fixed costs.
+DENSE_BELOW = 2**22
 
 
 @dataclass
@@ -78,10 +81,11 @@ def _step_hits(saliency: ConceptSaliency, layer: str, r1: float):
 
 
 def integrated_saliency(saliency: ConceptSaliency, layer: str, concept_index: int, r1: float) -> torch.Tensor:
-    """A of one concept in one layer as a dense matrix (fast mode: built from the step thresholds)."""
+    """A of one concept in one layer as a dense matrix (for inspection; selection never needs it)."""
+    data = saliency.layers[layer]
     if saliency.mode == "exact":
-        return saliency.layers[layer].integrated[concept_index]
-    return dense_integrated(_column_order(saliency, layer), _step_hits(saliency, layer, r1), concept_index)
+        return data.integrated[concept_index]
+    return integrate_densely(data.weight_abs, data.column_scores[concept_index], r1)
 
 
 def _forget_other_r1(saliency: ConceptSaliency, r1: float) -> None:
@@ -98,9 +102,12 @@ def _top_lists(saliency: ConceptSaliency, layer: str, r1: float, needed: list[in
     if short:
         rows, cols = saliency.shapes[layer]
         counts = [min(rows * cols, math.ceil(needed[c] * GROWTH)) if c in short else 0 for c in range(len(needed))]
+        data = saliency.layers[layer]
         if saliency.mode == "exact":
-            integrated = saliency.layers[layer].integrated
-            built = {c: dense_top_list(integrated[c], counts[c]) for c in short}
+            built = {c: dense_top_list(data.integrated[c], counts[c]) for c in short}
+        elif rows * cols * data.column_scores.shape[1] < DENSE_BELOW:
+            dense = {c: integrate_densely(data.weight_abs, data.column_scores[c], r1) for c in short}
+            built = {c: dense_top_list(dense[c], counts[c]) for c in short}
         else:
             order, hits = _column_order(saliency, layer), _step_hits(saliency, layer, r1)
             fresh = top_lists(order, hits, torch.tensor(counts))

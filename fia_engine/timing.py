@@ -35,4 +35,7 @@ class PhaseTimer:
 
     def summary(self) -> str:
         parts = [f"{name} {seconds:.2f} s" for name, seconds in self.seconds.items()]
-        return ", ".join(parts + [f"total {self.total:.2f} s"])
+        parts.append(f"total {self.total:.2f} s")
+        if self._cuda:
+            parts.append(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+        return ", ".join(parts)

@@ -13,8 +13,15 @@ import math
 import pytest
 import torch
 
-from fia_engine import GroupPlan, SaliencyCollector, localize_concepts
-from fia_engine.fast_localize import column_means, dense_integrated, smallest_factor, step_hits, top_lists
+from fia_engine import GroupPlan, SaliencyCollector, localize_concepts, neurons
+from fia_engine.fast_localize import (
+    column_means,
+    dense_integrated,
+    integrate_densely,
+    smallest_factor,
+    step_hits,
+    top_lists,
+)
 from fia_engine.layers import TargetLayer, UNetTargets
 from fia_engine.localize import integrated_value, select_neurons, selection_counts, step_threshold
 from fia_engine.neurons import integrated_saliency
@@ -84,6 +91,8 @@ def test_thresholds_hits_and_integrated_saliency_match_the_dense_formula(seed):
         assert torch.equal(hits.thresholds[concept], thresholds)
         fast = dense_integrated(order, hits, concept)
         assert torch.equal(fast.view(torch.int32), expected.view(torch.int32)), "A differs in some bit"
+        plain = integrate_densely(weight, scores[concept], r1)  # the small-layer path
+        assert torch.equal(plain.view(torch.int32), expected.view(torch.int32))
 
 
 @pytest.mark.parametrize("seed", range(24))
@@ -158,7 +167,14 @@ def collected(seed: int = 0, concepts: int = 3, steps: int = 3):
     return collector.result()
 
 
-def test_a_retune_reads_the_cache_and_gives_what_a_fresh_run_gives():
+@pytest.fixture(params=["sorted columns", "step matrices"])
+def layer_path(request, monkeypatch):
+    """Run a test through each of localisation's two paths (chosen by layer size)."""
+    monkeypatch.setattr(neurons, "DENSE_BELOW", 0 if request.param == "sorted columns" else 2**40)
+    return request.param
+
+
+def test_a_retune_reads_the_cache_and_gives_what_a_fresh_run_gives(layer_path):
     calls = []
     saliency = collected()
     first = localize_concepts(saliency, 0.05, 0.01, progress=lambda done, total: calls.append((done, total)))
@@ -180,7 +196,7 @@ def test_a_retune_reads_the_cache_and_gives_what_a_fresh_run_gives():
     assert calls == [], "a re-tune within the cached lists does no work worth a progress bar"
 
 
-def test_localize_concepts_equals_the_dense_reference_for_every_layer_and_r1():
+def test_localize_concepts_equals_the_dense_reference_for_every_layer_and_r1(layer_path):
     saliency = collected(seed=3)
     for r1 in (0.05, 0.3):
         masks = localize_concepts(saliency, r1, 0.05)
