@@ -16,8 +16,8 @@ then runs, in this order (each step is skipped, and says so, once --budget secon
    building every pruned weight) and the collection's peak GPU memory.
 3. ScaPre (bench.scapre_scale's timing) with its default settings for 50 concepts.
 
-The machine the GPU runs are made on has torch and transformers but not diffusers: carry its
-wheel (and importlib_metadata's), see bench/gpu_check.sh, which installs them and runs this.
+The lent GPU machine has torch and transformers but not diffusers: bench/gpu_check.sh
+installs a carried diffusers wheel and runs this (its header says how to fetch the wheel).
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -109,6 +111,16 @@ def test_gpu_check_runs_at_a_toy_size_on_the_cpu(tmp_path, capsys):
     assert "| CLI unlearn, 2 concepts, whole process |" in out
     assert "| exact, 1 concept: floor ratio |" in out and "| ScaPre, 2 concepts" in out
     assert "skipped" not in out and "FAILED" not in out
+
+
+def test_gpu_check_script_starts(tmp_path):
+    """bench/gpu_check.sh (what the GPU machine runs) reaches bench.gpu; here diffusers is installed."""
+    env = {**os.environ, "OUT": str(tmp_path)}
+    done = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh"), "--help"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage" in done.stdout and (tmp_path / "bench_gpu.log").is_file()
 
 
 def test_a_digits_command_runs(tmp_path, capsys):
