@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import logging
 import re
 import subprocess
@@ -36,18 +37,14 @@ import torch
 
 logger = logging.getLogger("bench.gpu")
 
-IMAGENETTE = [
-    "tench",
-    "English springer",
-    "cassette player",
-    "chain saw",
-    "church",
-    "French horn",
-    "garbage truck",
-    "gas pump",
-    "golf ball",
-    "parachute",
-]
+WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "fia_imagenette_10_objects.json"
+
+
+def imagenette() -> list[str]:
+    """The ten Imagenette concepts, as the bundled workflow lists them."""
+    nodes = json.loads(WORKFLOW.read_text(encoding="utf-8"))["nodes"]
+    collector = next(node for node in nodes if node["type"] == "FIAConceptSaliencyCollector")
+    return [line.strip() for line in collector["widgets_values"][0].splitlines() if line.strip()]
 
 
 @dataclass
@@ -113,7 +110,7 @@ def cli_rows(check: Check, args, folder: Path) -> None:
     for count, target in zip(args.counts, ("<= 8 s", "<= 15 s"), strict=True):
         what = f"CLI unlearn, {count} concept{'s' if count > 1 else ''}, whole process"
         if check.has_time(what):
-            seconds, phases = run_cli(folder, IMAGENETTE[:count], args)
+            seconds, phases = run_cli(folder, imagenette()[:count], args)
             check.add(what, f"{seconds:.1f} s ({phases})", target)
 
 

@@ -115,7 +115,8 @@ def test_gpu_check_runs_at_a_toy_size_on_the_cpu(tmp_path, capsys):
 
 def test_gpu_check_script_starts(tmp_path):
     """bench/gpu_check.sh (what the GPU machine runs) reaches bench.gpu; here diffusers is installed."""
-    env = {**os.environ, "OUT": str(tmp_path)}
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # python3: this one
+    env = {**os.environ, "OUT": str(tmp_path), "PATH": path}
     done = subprocess.run(
         ["bash", str(REPO / "bench" / "gpu_check.sh"), "--help"], capture_output=True, text=True, env=env
     )
