@@ -90,8 +90,9 @@ class StepProducts(SortedProblems):
     def __init__(self, order: ColumnOrder, scales: torch.Tensor):
         super().__init__(order, scales.shape[0])
         self.scales = scales.float() + 0.0  # -0.0 -> +0.0: products then order like their bits
-        self.nonzero = torch.nonzero(self.scales.reshape(-1) > 0).reshape(-1)
-        self.nonzero_scales = self.scales.reshape(-1)[self.nonzero]
+        # Most scores are 0 (relu of a contrast): only the nonzero ones need a factor.
+        self.nonzero_rows, self.nonzero_cols = torch.nonzero(self.scales > 0, as_tuple=True)
+        self.nonzero_scales = self.scales[self.nonzero_rows, self.nonzero_cols]
 
     def pair_data(self, problem, col):
         return (self.scales.view(-1).index_select(0, problem * self.order.columns + col),)
@@ -102,19 +103,19 @@ class StepProducts(SortedProblems):
     def first_reaching(self, problems, value, strict, low, high):
         if int((high > low).sum()) * COMPACT <= low.numel():  # few pairs open: bisect those alone
             return super().first_reaching(problems, value, strict, low, high)
-        columns = self.order.columns
-        # Columns of zero score hold zeros only: all of them pass or none does.
+        listed = problems.numel()
+        # Columns of zero score hold zeros only: all of them pass or none does. The factors are
+        # laid out (column, problem), as searchsorted wants them.
         zero_passes = (value < 0) if strict else (value <= 0)
-        factor = torch.where(zero_passes, 0.0, math.inf).to(torch.float32).unsqueeze(1).repeat(1, columns)
-        # The nonzero entries of the listed problems (problems are listed in ascending order).
-        lookup = torch.full((self.count,), -1, dtype=torch.long, device=low.device)
-        lookup[problems] = torch.arange(problems.numel(), device=low.device)
-        local = lookup[self.nonzero // columns]
-        listed = local >= 0
-        cells = local[listed] * columns + self.nonzero[listed] % columns
-        found = _positive_factor(self.nonzero_scales[listed], value[local[listed]], strict)
-        factor.view(-1)[cells] = found
-        return torch.searchsorted(self.order.values, factor.t().contiguous()).t()
+        factor = torch.where(zero_passes, 0.0, math.inf).to(torch.float32).unsqueeze(0).repeat(self.order.columns, 1)
+        rows, cols, scales = self.nonzero_rows, self.nonzero_cols, self.nonzero_scales
+        if listed != self.count:  # a subset of the problems, in ascending order
+            local = torch.full((self.count,), -1, dtype=torch.long, device=low.device)
+            local[problems] = torch.arange(listed, device=low.device)
+            keep = local[rows] >= 0
+            rows, cols, scales = local[rows[keep]], cols[keep], scales[keep]
+        factor.view(-1)[cols * listed + rows] = _positive_factor(scales, value[rows], strict)
+        return torch.searchsorted(self.order.values, factor).t()
 
 
 @dataclass
