@@ -55,13 +55,15 @@ SD15_UNET = dict(
     mid_block_scale_factor=1,
 )
 CLIP_WIDTH = 768
+# The same layout with narrow blocks: a smoke run of this script in seconds (--tiny).
+TINY_UNET = dict(SD15_UNET, block_out_channels=(32, 32, 64, 64), attention_head_dim=4, norm_num_groups=8)
 
 
-def sd15_unet(device: str) -> torch.nn.Module:
+def sd15_unet(device: str, tiny: bool = False) -> torch.nn.Module:
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    return UNet2DConditionModel(**SD15_UNET).to(device).eval()
+    return UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET)).to(device).eval()
 
 
 def random_token_rows(concepts: int, preserve: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--report", default="", help="RESULTS.md whose ScaPre-scale section to replace")
     parser.add_argument("-v", "--verbose", action="store_true", help="library notices and info logs too")
+    parser.add_argument("--tiny", action="store_true", help="SD 1.5's layout with narrow blocks (a smoke run)")
     args = parser.parse_args(argv)
     setup_output(args.verbose, own_loggers=("bench",))
     args.command = "python -m bench.scapre_scale " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -148,7 +151,7 @@ def _run(args) -> int:
         torch.set_num_threads(args.threads)
 
     started = time.perf_counter()
-    unet = sd15_unet(args.device)
+    unet = sd15_unet(args.device, tiny=args.tiny)
     build_s = time.perf_counter() - started
     started = time.perf_counter()
     targets = find_cross_attention_projections(unet)

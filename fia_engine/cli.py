@@ -193,6 +193,7 @@ def run_unlearn(args) -> int:
     )
     from .neurons import resolve_r2
     from .prompts import build_prompt_plan
+    from .timing import PhaseTimer
 
     check_output_file(args.out, overwrite=args.overwrite, what="--out")
     device = check_device(args.device)
@@ -228,7 +229,9 @@ def run_unlearn(args) -> int:
     resolve_r2(plan.groups.concepts, args.r2, args.r2_per_concept)
     check_pipeline_folder(args.pipeline)
     started = time.perf_counter()
-    components = load_components(args.pipeline, device, dtype)
+    timer = PhaseTimer(device)
+    with timer.phase("load"):
+        components = load_components(args.pipeline, device, dtype)
     bar, update = _progress_bar("FIA saliency")
     try:
         mask = unlearn(
@@ -240,12 +243,15 @@ def run_unlearn(args) -> int:
             r2_per_concept=args.r2_per_concept,
             protect_agnostic=not args.no_agnostic_protection,
             progress=update,
+            timer=timer,
         )
     finally:
         bar.close()
     mask.metadata["source"] = str(args.pipeline)
-    mask.save(args.out)
+    with timer.phase("write"):
+        mask.save(args.out)
     elapsed = time.perf_counter() - started
+    logger.info("time per phase: %s", timer.summary())
     print(
         f"wrote {args.out}: {len(mask.metadata['concepts'])} concepts, {mask.pruned_count} of {mask.total_count} "
         f"weights pruned ({100 * mask.pruned_fraction:.4f} %), {elapsed:.1f} s on {device} "

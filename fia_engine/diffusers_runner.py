@@ -25,6 +25,7 @@ from .layers import find_target_layers
 from .localize import check_ratio
 from .prompts import PromptPlan, build_prompt_plan, parse_concepts
 from .saliency import MODES, ConceptSaliency, SaliencyCollector
+from .timing import PhaseTimer
 
 logger = logging.getLogger(__name__)
 
@@ -118,16 +119,38 @@ def check_pipeline_folder(path: str | Path) -> Path:
     return path
 
 
+def _load_unet(path: Path, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    """The UNet, its weights read straight onto the device in the wanted dtype.
+
+    The module is built on the meta device (no random initialisation, which diffusers does
+    when accelerate is missing) and takes the file's tensors as its parameters. Anything the
+    file does not fit exactly (other key names, sharded or pickled weights) goes through
+    diffusers' own from_pretrained instead.
+    """
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    weights = path / "unet" / "diffusion_pytorch_model.safetensors"
+    if weights.is_file():
+        with torch.device("meta"):
+            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(path / "unet"))
+        state = {name: tensor.to(dtype) for name, tensor in load_file(str(weights), device=str(device)).items()}
+        missing, unexpected = unet.load_state_dict(state, strict=False, assign=True)
+        if not missing and not unexpected and not any(t.is_meta for t in (*unet.parameters(), *unet.buffers())):
+            return unet.eval()
+        logger.info("unet: %d missing and %d unexpected keys; loading with diffusers", len(missing), len(unexpected))
+    return UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype).to(device).eval()
+
+
 def load_components(
     path: str | Path, device: str | None = None, dtype: torch.dtype = torch.float32
 ) -> DiffusersComponents:
     """Load what the saliency run needs from a diffusers folder (no VAE)."""
-    from diffusers import UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
     path = check_pipeline_folder(path)
     device = device or default_device()
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype).to(device).eval()
+    unet = _load_unet(path, device, dtype)
     if getattr(unet.config, "addition_embed_type", None) is not None:
         raise UnsupportedArchitectureError(
             f"{path}: the UNet needs added conditioning ({unet.config.addition_embed_type}, e.g. SDXL); "
@@ -190,8 +213,10 @@ def collect_saliency(
     settings: CollectionSettings | None = None,
     progress: Progress | None = None,
     plan: PromptPlan | None = None,
+    timer: PhaseTimer | None = None,
 ) -> ConceptSaliency:
     """Stage 1 on a diffusers UNet: one batched short trajectory for all concepts."""
+    timer = timer or PhaseTimer()
     settings = settings or CollectionSettings()
     settings.validate()
     plan = plan or build_prompt_plan(
@@ -211,8 +236,9 @@ def collect_saliency(
     schedulers = [_scheduler(components, settings.steps, settings.sampler, settings.timestep_spacing) for _ in chunks]
     scheduler = schedulers[0]
     guided = settings.cfg > 1.0
-    cond = encode_prompts(components, plan.texts)
-    uncond = encode_prompts(components, [""]) if guided else None
+    with timer.phase("encode"):
+        cond = encode_prompts(components, plan.texts)
+        uncond = encode_prompts(components, [""]) if guided else None
     groups = torch.tensor([s.group for s in plan.samples], device=device)
     latents = torch.stack([initial_noise(latent_shape, settings.seed, s.noise_index) for s in plan.samples])
     latents = (latents * scheduler.init_noise_sigma).to(device, components.dtype)
@@ -229,7 +255,7 @@ def collect_saliency(
         settings.steps,
         settings.mode,
     )
-    with collector.attached():
+    with timer.phase("collect"), collector.attached():
         for step, timestep in enumerate(scheduler.timesteps[: settings.saliency_steps]):
             collector.set_step(step)
             last = step == settings.saliency_steps - 1
@@ -254,7 +280,8 @@ def collect_saliency(
                 done += 1
                 if progress:
                     progress(done, total)
-    return collector.result()
+        saliency = collector.result()
+    return saliency
 
 
 def unlearn(
@@ -266,15 +293,19 @@ def unlearn(
     r2_per_concept: dict[str, float] | None = None,
     protect_agnostic: bool = True,
     progress: Progress | None = None,
+    timer: PhaseTimer | None = None,
 ):
     """All three stages on a diffusers UNet; returns the FIAMask (the model is not modified)."""
     from .fusion import fuse
     from .neurons import localize_concepts, resolve_r2
 
+    timer = timer or PhaseTimer()
     settings = settings or CollectionSettings()
     concepts = parse_concepts(concepts)
     check_ratio("alpha", alpha)
     resolve_r2(concepts, r2, r2_per_concept)  # fail before the slow part, not after it
-    saliency = collect_saliency(components, concepts, settings, progress)
-    masks = localize_concepts(saliency, settings.r1, r2, r2_per_concept)
-    return fuse(masks, alpha, protect_agnostic)
+    saliency = collect_saliency(components, concepts, settings, progress, timer=timer)
+    with timer.phase("localise"):
+        masks = localize_concepts(saliency, settings.r1, r2, r2_per_concept)
+    with timer.phase("fuse"):
+        return fuse(masks, alpha, protect_agnostic)

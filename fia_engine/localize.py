@@ -11,6 +11,11 @@ Choices (the paper is silent or loose here):
   its layer maximum so that both halves lie on [0, 1] and weigh the same.
 - A weight whose A is 0 never showed any concept saliency and is never selected, even when
   a top-k would reach into the zeros.
+- Ties at a top-k boundary go to the lower flat index (row-major; in a row, the lower
+  column), so Q depends on the values of A alone.
+
+This module works on dense matrices (exact mode, and the reference for everything);
+fast_localize.py computes the same for fast-mode saliency without dense per-step matrices.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import torch
 
 from .errors import InvalidInputError
+from .ranking import dense_top_list, kth_largest
 
 
 def check_ratio(name: str, value: float) -> float:
@@ -28,12 +34,23 @@ def check_ratio(name: str, value: float) -> float:
     return float(value)
 
 
+def step_count(r1: float, numel: int) -> int:
+    """k of the per-step threshold: max(1, floor(r1 * numel))."""
+    return max(1, math.floor(r1 * numel))
+
+
 def step_threshold(saliency: torch.Tensor, r1: float) -> torch.Tensor:
     """tau_t: the value of the k-th largest entry, k = max(1, floor(r1 * numel))."""
-    flat = saliency.reshape(-1)
-    k = max(1, math.floor(r1 * flat.numel()))
-    # kthvalue counts from the smallest: the k-th largest is the (numel - k + 1)-th smallest.
-    return torch.kthvalue(flat, flat.numel() - k + 1).values
+    return kth_largest(saliency, step_count(r1, saliency.numel())).to(saliency.device)
+
+
+def integrated_value(mean: torch.Tensor, peak: torch.Tensor, hits: torch.Tensor, steps: int) -> torch.Tensor:
+    """A = 1/2 * mean / peak + 1/2 * hits / steps, element by element (0 for the first half if peak is 0).
+
+    The one expression every path uses, dense or gathered, so that all give the same bits.
+    """
+    magnitude = torch.where(peak > 0, mean / peak, torch.zeros_like(mean))
+    return 0.5 * magnitude + 0.5 * (hits.float() / steps)
 
 
 class StepIntegrator:
@@ -43,41 +60,36 @@ class StepIntegrator:
         self.r1 = check_ratio("r1", r1)
         self._sum: torch.Tensor | None = None
         self._hits: torch.Tensor | None = None
+        self._above: torch.Tensor | None = None
         self.steps = 0
 
     def add(self, saliency: torch.Tensor) -> None:
         saliency = saliency.float()
-        above = saliency > step_threshold(saliency, self.r1)
+        threshold = step_threshold(saliency, self.r1)
         if self._sum is None:
             self._sum = saliency.clone()
-            self._hits = above.to(torch.int16)
+            self._hits = torch.zeros_like(saliency, dtype=torch.int16)
+            self._above = torch.empty_like(saliency, dtype=torch.bool)
         else:
             self._sum += saliency
-            self._hits += above
+        self._hits += torch.gt(saliency, threshold, out=self._above)  # buffers reused: no per-step allocation
         self.steps += 1
 
     def result(self) -> torch.Tensor:
         if self._sum is None:
             raise InvalidInputError("no saliency steps were recorded: run at least one saliency step")
         mean = self._sum / self.steps
-        peak = mean.max()
-        magnitude = mean / peak if peak > 0 else torch.zeros_like(mean)
-        return 0.5 * magnitude + 0.5 * (self._hits.float() / self.steps)
+        return integrated_value(mean, mean.max(), self._hits, self.steps)
 
 
 def select_neurons(integrated: torch.Tensor, r2: float) -> torch.Tensor:
     """Q = (row-wise top-k) ∩ (layer-wide top-k) ∩ (A > 0), as sorted flat indices (int64)."""
     r2 = check_ratio("r2", r2)
     rows, cols = integrated.shape
-    k_global = math.floor(r2 * rows * cols)
-    if k_global == 0:
-        return torch.empty(0, dtype=torch.long, device=integrated.device)
-    k_row = max(1, math.floor(r2 * cols))
-    flat = integrated.reshape(-1)
-    in_global = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    in_global[torch.topk(flat, k_global, sorted=False).indices] = True
-    row_top = torch.topk(integrated, k_row, dim=1, sorted=False).indices
-    row_offsets = torch.arange(rows, device=flat.device).unsqueeze(1) * cols
-    in_row = torch.zeros_like(in_global)
-    in_row[(row_top + row_offsets).reshape(-1)] = True
-    return torch.nonzero(in_global & in_row & (flat > 0)).reshape(-1)
+    k_global, k_row = selection_counts(r2, rows, cols)
+    return dense_top_list(integrated, k_global).select(k_global, k_row)
+
+
+def selection_counts(r2: float, rows: int, cols: int) -> tuple[int, int]:
+    """(layer-wide k, per-row k) of the spatial selection."""
+    return math.floor(r2 * rows * cols), max(1, math.floor(r2 * cols))

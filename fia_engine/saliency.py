@@ -92,6 +92,9 @@ class ConceptSaliency:
     steps: tuple[int, ...]
     r1: float | None = None
     settings: dict = field(default_factory=dict)
+    # What localisation derived from this collection and may reuse (neurons.py): it depends on
+    # nothing but the collection and r1, so a change of r2 or alpha reuses it.
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _std(total: torch.Tensor, squares: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -130,6 +133,7 @@ class _LayerStats:
             self.squares = torch.zeros(len(base), c_out, c_in, device=device)
             self.counts = torch.zeros(groups, 1, 1, device=device)
             self.integrators = [StepIntegrator(r1) for _ in plan.concepts]
+            self._weight_abs: torch.Tensor | None = None  # |W| in float32, made at the first step's end
 
     # -- accumulation (inside the forward hook) --------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, step_slot: int) -> None:
@@ -152,13 +156,19 @@ class _LayerStats:
     def _observe_exact(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, eps: float = 1e-8) -> None:
         batch, tokens, c_in = x.shape
         c_out = y.shape[-1]
-        for part in _chunks(batch, 3 * c_in * c_out * 4 + tokens * (c_in + c_out) * 4):
+        for part in _chunks(batch, c_in * c_out * 4 + tokens * (c_in + 2 * c_out) * 4):
             xs, ys, groups = x[part].float(), y[part].float(), rows[part]
             x_norm = xs.norm(dim=1)  # (b, C_in)
             y_norm = ys.norm(dim=1)  # (b, C_out)
-            inner = torch.bmm(ys.transpose(1, 2), xs).abs_()  # (b, C_out, C_in): |<Y_i, X_j>|
-            inner *= x_norm.unsqueeze(1)
-            inner /= y_norm.unsqueeze(2) * x_norm.unsqueeze(1) + eps
+            # V = |<X_j, Y_i>| ||X_j|| / (||X_j|| ||Y_i|| + eps) = |<X_j, Y_i / ||Y_i||>| * r_ij with
+            # r_ij = ||X_j|| ||Y_i|| / (||X_j|| ||Y_i|| + eps): one GEMM on unit columns of Y and no
+            # weight-sized division. r_ij rounds to 1 in float32 unless ||X_j|| ||Y_i|| < eps * 2^24;
+            # only then (columns that hardly carry anything) is it applied.
+            unit = ys / y_norm.clamp(min=torch.finfo(torch.float32).tiny).unsqueeze(1)
+            inner = torch.bmm(unit.transpose(1, 2), xs).abs_()  # (b, C_out, C_in)
+            if float(x_norm.amin() * y_norm.amin()) < eps * 2**24:
+                product = y_norm.unsqueeze(2) * x_norm.unsqueeze(1)
+                inner *= product / (product + eps)
             self.sums.index_add_(0, groups, inner)
             # Squares only count for base groups; other rows add zeros (no host sync to filter them).
             slots = self.square_slot[groups]
@@ -168,18 +178,28 @@ class _LayerStats:
 
     # -- step and collection ends -------------------------------------------------------------
     def finish_exact_step(self) -> None:
-        """Fold the finished step into each concept's time integral and reset the sums."""
+        """Fold the finished step into each concept's time integral and reset the sums.
+
+        Each base group's mean and spread are computed once for all concepts that share it, and
+        each concept's S_t is formed in one reused buffer (the same operations, in the same
+        order, as S_t = |W| * relu(mean_c - mean_b - std_b)).
+        """
         if not bool((self.counts > 0).any()):
             return
         counts = self.counts.clamp(min=1)
-        means = self.sums / counts
-        # In a host's low-VRAM mode the module's weight may live elsewhere than the statistics.
-        weight_abs = self.weight.detach().to(self.sums.device).abs().float()
+        if self._weight_abs is None:
+            # In a host's low-VRAM mode the module's weight may live elsewhere than the statistics.
+            self._weight_abs = self.weight.detach().to(self.sums.device).abs().float()
+        base_terms = {}
+        for bg in sorted(set(self.plan.base_groups)):
+            spread = _std(self.sums[bg], self.squares[int(self.square_slot[bg])], self.counts[bg])
+            base_terms[bg] = (self.sums[bg] / counts[bg], spread)
+        step_saliency = torch.empty_like(self._weight_abs)
         for concept, (cg, bg) in enumerate(zip(self.plan.concept_groups, self.plan.base_groups, strict=True)):
             self._require_samples(cg, bg, self.counts[:, 0, 0])
-            slot = int(self.square_slot[bg])
-            spread = _std(self.sums[bg], self.squares[slot], self.counts[bg])
-            step_saliency = weight_abs * (means[cg] - means[bg] - spread).clamp_(min=0)
+            base_mean, spread = base_terms[bg]
+            torch.div(self.sums[cg], counts[cg], out=step_saliency)
+            step_saliency.sub_(base_mean).sub_(spread).clamp_(min=0).mul_(self._weight_abs)
             self.integrators[concept].add(step_saliency)
         self.sums.zero_()
         self.squares.zero_()

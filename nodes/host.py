@@ -27,6 +27,7 @@ import comfy.model_management
 import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
+import comfy.utils
 import torch
 from comfy.weight_adapter.base import WeightAdapterBase
 
@@ -57,6 +58,20 @@ WRAPPER_KEY = "fia_saliency"
 PREFIX = "diffusion_model."
 SAMPLER = "euler"
 SCHEDULER = "normal"
+
+
+def progress_callback() -> Callable[[int, int], None]:
+    """An engine progress callback drawing a ComfyUI progress bar, made at its first update
+    (a node run that reports nothing shows no bar)."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = comfy.utils.ProgressBar(total)
+        bar.update_absolute(done, total)
+
+    return update
 
 
 def model_targets(model) -> UNetTargets:

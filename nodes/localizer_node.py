@@ -1,4 +1,8 @@
-"""FIANeuronLocalizer: saliency -> each concept's sensitive weights (milliseconds; re-runs alone)."""
+"""FIANeuronLocalizer: saliency -> each concept's sensitive weights.
+
+The first run on a collection does the work (seconds on a CPU at SD 1.5's size, with a
+progress bar) and leaves it on the saliency; a re-run with another r2 reads it back.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from comfy_api.latest import io
 
 from ..fia_engine.errors import InvalidInputError
 from ..fia_engine.neurons import localize_concepts
+from . import host
 from .summary import concept_masks_summary, ui
 from .types import ConceptMasks, Saliency
 
@@ -37,8 +42,9 @@ class FIANeuronLocalizer(io.ComfyNode):
             category="FIA unlearning",
             description=(
                 "Turns saliency into each concept's set of concept-sensitive weights (stage 2): weights that score high "
-                "consistently over the saliency steps, top r2 per output row and layer-wide. Cheap: change r2 and only "
-                "this node and the ones after it run again."
+                "consistently over the saliency steps, top r2 per output row and layer-wide. The first run on a "
+                "collection takes seconds (its results are kept with the saliency); change r2 and only this node and "
+                "the ones after it run again, in a fraction of a second."
             ),
             inputs=[
                 Saliency.Input("saliency", tooltip="From FIA Concept Saliency Collector."),
@@ -73,5 +79,5 @@ class FIANeuronLocalizer(io.ComfyNode):
 
     @classmethod
     def execute(cls, saliency, r1: float, r2: float, r2_per_concept: str = "") -> io.NodeOutput:
-        masks = localize_concepts(saliency, r1, r2, parse_overrides(r2_per_concept))
+        masks = localize_concepts(saliency, r1, r2, parse_overrides(r2_per_concept), progress=host.progress_callback())
         return io.NodeOutput(masks, ui=ui(concept_masks_summary(masks)))
