@@ -126,19 +126,25 @@ def _article(next_word: str, rng: np.random.Generator) -> str:
     return "an" if next_word[0] in "aeiou" else "a"
 
 
+def attribute_words(render: Render, rng: np.random.Generator) -> list[str]:
+    """Some of the words that are true of how ``render`` was drawn (size, stroke weight)."""
+    words = []
+    if render.size in SIZE_WORDS and rng.random() < P_SIZE_WORD:
+        words.append(render.size)
+    if render.bold and rng.random() < P_BOLD_WORD:
+        words.append("bold")
+    elif not render.bold and rng.random() < P_THIN_WORD:
+        words.append("thin")
+    return words
+
+
 def caption_for(render: Render, rng: np.random.Generator) -> str:
     """A caption that is true of ``render``: names the digit (or "digit") and some context."""
     roll = rng.random()
     if roll < P_EMPTY:
         return ""
     neutral = roll < P_EMPTY + P_NEUTRAL
-    adjectives = []
-    if render.size in SIZE_WORDS and rng.random() < P_SIZE_WORD:
-        adjectives.append(render.size)
-    if render.bold and rng.random() < P_BOLD_WORD:
-        adjectives.append("bold")
-    elif not render.bold and rng.random() < P_THIN_WORD:
-        adjectives.append("thin")
+    adjectives = attribute_words(render, rng)
     name = NEUTRAL_WORD if neutral else DIGIT_WORDS[render.label]
     form = rng.random()
     if form < 0.55:

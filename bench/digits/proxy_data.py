@@ -15,16 +15,14 @@ import torch
 from .data import (
     CONTEXTS,
     EXTRA_WORDS,
-    P_BOLD_WORD,
     P_EMPTY,
     P_NEUTRAL,
     P_POSITION,
-    P_SIZE_WORD,
-    P_THIN_WORD,
     POSITION_PHRASES,
     SIZE_WORDS,
     STROKE_WORDS,
     Render,
+    attribute_words,
     caption_for,
     caption_vocabulary,
     draw,
@@ -48,13 +46,7 @@ def glyph_caption(concept: GlyphConcept, render: Render, rng: np.random.Generato
     if roll < P_EMPTY:
         return ""
     neutral = roll < P_EMPTY + P_NEUTRAL
-    words = []
-    if render.size in SIZE_WORDS and rng.random() < P_SIZE_WORD:
-        words.append(render.size)
-    if render.bold and rng.random() < P_BOLD_WORD:
-        words.append("bold")
-    elif not render.bold and rng.random() < P_THIN_WORD:
-        words.append("thin")
+    words = attribute_words(render, rng)
     if rng.random() < 0.3:
         words.append("printed")
     if neutral:
