@@ -471,7 +471,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--wording-n", type=int, default=6, help="images per wording prompt, erased digit and seed")
     p.add_argument("--embedding-n", type=int, default=10, help="images per digit, seed and budget")
-    p.add_argument("--budgets", type=int, nargs="+", default=[0, 20, 60], help="embedding attack: optimiser steps")
+    p.add_argument("--budgets", type=int, nargs="+", default=[0, 25, 100], help="embedding attack: optimiser steps")
     p.add_argument("--batch", type=int, default=16, help="embedding attack: images per step")
     p.add_argument("--lr", type=float, default=0.02, help="embedding attack: Adam's step")
     p.add_argument("--decoy-seed", type=int, default=0)

@@ -39,7 +39,7 @@ TARGET_PROMPT = "a handwritten {word}"
 
 @dataclass(frozen=True)
 class EmbeddingSettings:
-    budgets: tuple[int, ...] = (0, 20, 60)  # optimiser steps after which the samples are judged
+    budgets: tuple[int, ...] = (0, 25, 100)  # optimiser steps after which the samples are judged
     batch: int = 16
     lr: float = 0.02  # the vocabulary's embeddings have norm ~0.26 (elements ~0.03)
     seed: int = 0
