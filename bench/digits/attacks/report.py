@@ -194,11 +194,13 @@ def plot(result: AttackResult, path: Path) -> Path:
             values = [100 * _scores(result, r).forget for r in result.refills]
             ax.barh(range(len(values)), values, color="tab:red")
             ax.set_yticks(range(len(values)), labels, fontsize=6)
-            for name, style in ((ORIGINAL, "--"), (LEARNED, ":")):
+            for name, style in ((ORIGINAL, "--"), (LEARNED, ":"), (LEARNED_DECOYS, "-.")):
                 if name in result.scores:
-                    ax.axvline(100 * result.scores[name].forget, ls=style, color="k", label=name)
-            ax.set(title="3. refill of pruned entries", xlabel="forget acc %")
-        ax.axhline(10, color="grey", lw=0.5) if panel != "r" else None
+                    ax.axvline(100 * result.scores[name].forget, ls=style, color="k", label=f"{name}, no attack")
+            ax.set(title="3. refill of pruned entries", xlabel="forget acc %", xlim=(0, 100))
+        if panel != "r":
+            ax.axhline(10, color="grey", lw=0.8, ls="--", label="chance")
+            ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
