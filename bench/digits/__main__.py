@@ -17,7 +17,7 @@ from . import MODEL_DIR
 # Output options of the commands: folders files go into, and files replaced (RESULTS.md is
 # updated section by section, the plot is redrawn). All are checked before any work starts.
 _OUTPUT_FOLDERS = ("out", "save")
-_OUTPUT_FILES = ("report", "plot", "save_mask")
+_OUTPUT_FILES = ("report", "plot", "save_mask", "save_run")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -316,12 +316,32 @@ def _cmd_attack(args: argparse.Namespace) -> None:
     if "learned-mask" in args.method and not args.mask:
         learn_p1_mask(bench, P1_FORGET, args.mask_steps, mask)
     result = run_attacks(bench, settings, mask)
+    command, wall = "python -m bench.digits " + " ".join(sys.argv[1:]), time.perf_counter() - started
+    if args.save_run:
+        from .attacks.run import save_result
+
+        save_result(result, Path(args.save_run), command, wall)
     picture = plot(result, Path(args.plot)) if args.plot else None
-    text = section(result, "python -m bench.digits " + " ".join(sys.argv[1:]), picture, time.perf_counter() - started)
+    text = section(result, command, picture, wall)
     print(text)
     if args.report:
         write_section(Path(args.report), text)
         print(f"wrote {args.report}" + (f" and {picture}" if picture else ""))
+
+
+def _cmd_attack_report(args: argparse.Namespace) -> None:
+    from .attacks.report import plot, section
+    from .attacks.run import load_result
+    from .benchmark import write_section
+
+    if not Path(args.run).is_file():
+        raise InvalidInputError(f"{args.run}: no such file (write one with `attack --save-run FILE`)")
+    result, command, wall = load_result(Path(args.run))
+    picture = plot(result, Path(args.plot)) if args.plot else None
+    text = section(result, command, picture, wall)
+    print(text)
+    if args.report:
+        write_section(Path(args.report), text)
 
 
 def _cmd_compare_masks(args: argparse.Namespace) -> None:
@@ -478,7 +498,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--report", default="", help="RESULTS.md to update (section 13)")
     p.add_argument("--plot", default=str(Path("bench") / "digits_attacks.png"))
+    p.add_argument("--save-run", default="", help="JSON file for the run's numbers (attack-report rewrites from it)")
     p.set_defaults(func=_cmd_attack)
+
+    p = sub.add_parser("attack-report", help="section 13 and its plot again, from a run saved by `attack --save`")
+    p.add_argument("run")
+    p.add_argument("--report", default="")
+    p.add_argument("--plot", default=str(Path("bench") / "digits_attacks.png"))
+    p.set_defaults(func=_cmd_attack_report)
 
     p = sub.add_parser("compare-masks", help="two masks of one model, layer by layer: sizes, overlap, IoU")
     p.add_argument("a")

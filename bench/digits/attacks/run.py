@@ -133,3 +133,56 @@ def _refills(bench: DigitsBench, targets: list[Target]) -> list[RefillRow]:
             logger.info("refill %s / %s / %s: %s", target.name, threat, fill,
                         "nothing to refill" if scores is None else f"forget {scores.forget:.3f}")  # fmt: skip
     return rows
+
+
+def save_result(result: AttackResult, path: Path, command: str, wall: float) -> None:
+    """The run's numbers as JSON, so that the section and plot can be written again without rerunning."""
+    import json
+    from dataclasses import asdict
+
+    from fia_engine.output_paths import write_text_atomic
+
+    def scores(s: Scores | None):
+        return None if s is None else s.accuracy.tolist()
+
+    data = {
+        "command": command,
+        "wall": wall,
+        "settings": asdict(result.settings),
+        "scores": {k: scores(v) for k, v in result.scores.items()},
+        "wordings": result.wordings,
+        "prompts": result.prompts,
+        "embedding": result.embedding,
+        "refills": [{**asdict(r), "scores": scores(r.scores)} for r in result.refills],
+        "numerals": result.numerals,
+        "seconds": result.seconds,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def load_result(path: Path) -> tuple[AttackResult, str, float]:
+    """(result, command, wall seconds) of a run saved by ``save_result``."""
+    import json
+
+    data = json.loads(path.read_text())
+
+    def scores(values):
+        return None if values is None else Scores(np.asarray(values))
+
+    settings = dict(data["settings"])
+    settings["embedding"] = EmbeddingSettings(
+        **{**settings["embedding"], "budgets": tuple(settings["embedding"]["budgets"])}
+    )
+    settings = AttackSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+    result = AttackResult(
+        settings,
+        scores={k: scores(v) for k, v in data["scores"].items()},
+        wordings=data["wordings"],
+        prompts=data["prompts"],
+        embedding={k: {int(b): v for b, v in e.items()} for k, e in data["embedding"].items()},
+        refills=[RefillRow(**{**r, "scores": scores(r["scores"])}) for r in data["refills"]],
+        numerals=data["numerals"],
+        seconds=data["seconds"],
+    )
+    return result, data["command"], data["wall"]
