@@ -480,7 +480,10 @@ def _parser() -> argparse.ArgumentParser:
         "attack", help="issue 15: do erased digits stay erased? Attacks on the P1 edits and the original"
     )
     p.add_argument("--model", default=str(MODEL_DIR))
-    p.add_argument("--attack", nargs="+", default=list(ATTACKS), choices=list(ATTACKS))
+    p.add_argument(
+        "--attack", nargs="*", default=list(ATTACKS), choices=list(ATTACKS),
+        help="attacks to run (none: only the models' forget / preserve accuracy)",
+    )  # fmt: skip
     p.add_argument("--method", nargs="+", default=list(METHODS), choices=list(METHODS), help="edits to attack")
     p.add_argument(
         "--mask", default="", help="the learned FFN2 mask (`gate --save-mask`); default: learn one (--mask-steps)"

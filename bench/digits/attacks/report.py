@@ -158,12 +158,14 @@ def defence_lines(result: AttackResult) -> list[str]:
     rec_decoys = recovery(_scores(result, defended).forget, decoys.forget, original.forget)
     d_forget, d_preserve = 100 * (decoys.forget - plain.forget), 100 * (decoys.preserve - plain.preserve)
     met_rec = rec_decoys <= rec_plain / 2
-    met_fp = abs(d_forget) <= 2 and abs(d_preserve) <= 2
+    # compared as printed (0.1 point): 2.0 is within 2 points, whatever the float's last bits say
+    met_fp = abs(round(d_forget, 1)) <= 2 and abs(round(d_preserve, 1)) <= 2
+    trivial = " (trivially: without the fill the attack recovers nothing either)" if rec_plain <= 0.05 else ""
     return [
         "Defence targets (attacker with the baked weights only; the strongest attack of each, controls excluded):",
         f"- recovery with the decoy fill {rec_decoys:.2f} ({defended.threat} / {defended.fill}) against "
         f"{rec_plain:.2f} without ({undefended.threat} / {undefended.fill}); target <= half: "
-        f"{'met' if met_rec else 'MISSED'}",
+        f"{'met' if met_rec else 'MISSED'}{trivial}",
         f"- forget {_pct(decoys.forget)} % against the plain mask's {_pct(plain.forget)} % ({d_forget:+.1f} points), "
         f"preserve {_pct(decoys.preserve)} % against {_pct(plain.preserve)} % ({d_preserve:+.1f}); target within 2 "
         f"points: {'met' if met_fp else 'MISSED'}",
