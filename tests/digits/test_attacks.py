@@ -43,7 +43,7 @@ def test_held_out_wordings_name_the_digit_on_the_original(bench):
     assert numerals_known(bench.sampling.tokenizer) == []  # '0'..'9' are [UNK] on this model
     family, prompts = wording_accuracy(bench, bench.sampling.unet, [0, 3], n=2, seeds=(0,))
     assert set(family) == set(FAMILIES) and len(prompts) == sum(map(len, FAMILIES.values()))
-    # chance is 0.1; measured 0.84 (seed 0, 2 images per prompt and digit)
+    # chance is 0.1; measured 0.91 (seed 0, 2 images per prompt and digit, 1 thread)
     assert np.mean(list(family.values())) >= 0.5, family
 
 
