@@ -285,16 +285,17 @@ def _cmd_attack(args: argparse.Namespace) -> None:
 
     from .attacks.embedding import EmbeddingSettings
     from .attacks.report import plot, section
+    from .attacks.retrain import RetrainSettings
     from .attacks.run import AttackSettings, run_attacks
     from .benchmark import P1_FORGET, write_section
     from .unlearning import DigitsBench
 
     started = time.perf_counter()
-    for name in ("n", "wording_n", "embedding_n", "batch", "mask_steps", "sample_steps"):
+    for name in ("n", "wording_n", "embedding_n", "batch", "mask_steps", "sample_steps", "retrain_steps"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if min(args.budgets) < 0 or not args.lr > 0:
-        raise InvalidInputError("--budgets must be >= 0 steps and --lr > 0")
+    if min(args.budgets) < 0 or not args.lr > 0 or not args.retrain_lr > 0:
+        raise InvalidInputError("--budgets must be >= 0 steps, --lr and --retrain-lr > 0")
     mask = Path(args.mask) if args.mask else None
     if "learned-mask" in args.method and mask is None:
         from .attacks.targets import learn_p1_mask
@@ -310,6 +311,7 @@ def _cmd_attack(args: argparse.Namespace) -> None:
         wording_n=args.wording_n,
         embedding_n=args.embedding_n,
         embedding=EmbeddingSettings(budgets=tuple(sorted(set(args.budgets))), batch=args.batch, lr=args.lr),
+        retrain=RetrainSettings(steps=args.retrain_steps, lr=args.retrain_lr),
         decoy_seed=args.decoy_seed,
     )
     bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
@@ -497,6 +499,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", type=int, nargs="+", default=[0, 25, 100], help="embedding attack: optimiser steps")
     p.add_argument("--batch", type=int, default=16, help="embedding attack: images per step")
     p.add_argument("--lr", type=float, default=0.02, help="embedding attack: Adam's step")
+    p.add_argument("--retrain-steps", type=int, default=100, help="refill by training: Adam steps")
+    p.add_argument("--retrain-lr", type=float, default=1e-3, help="refill by training: Adam's step")
     p.add_argument("--decoy-seed", type=int, default=0)
     p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--report", default="", help="RESULTS.md to update (section 13)")

@@ -12,8 +12,16 @@ from bench.digits import MODEL_DIR
 from bench.digits.__main__ import main
 from bench.digits.attacks import HEADING
 from bench.digits.attacks.embedding import EmbeddingSettings, attack_digit, placeholder
-from bench.digits.attacks.refill import complete_low_rank, fill_row_statistics, hard_impute, refill
+from bench.digits.attacks.refill import (
+    as_missing,
+    candidate_sets,
+    complete_low_rank,
+    fill_row_statistics,
+    hard_impute,
+    refill,
+)
 from bench.digits.attacks.report import plot, section
+from bench.digits.attacks.retrain import RetrainSettings, retrain
 from bench.digits.attacks.run import AttackSettings, load_result, run_attacks, save_result
 from bench.digits.attacks.targets import LEARNED, LEARNED_DECOYS, ORIGINAL, decoy_unet
 from bench.digits.attacks.wordings import FAMILIES, numerals_known, wording_accuracy
@@ -94,6 +102,19 @@ def test_refill_finds_the_zeros_of_a_plain_bake_and_none_of_a_decoy_bake(bench, 
     assert found.candidates == random_mask.pruned_count and 0 <= found.true_hits < found.candidates
 
 
+def test_refill_by_training_moves_only_the_candidates(bench, random_mask):
+    plain = masked_unet(bench.sampling.unet, random_mask)
+    missing = as_missing(plain, candidate_sets(plain, random_mask, "exact zeros"))
+    trained = retrain(bench, plain, missing, P1_FORGET, RetrainSettings(steps=2, batch=2))
+    before, after = dict(plain.named_parameters()), dict(trained.named_parameters())
+    changed = {name: before[name] != after[name] for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.endswith("ff.net.2.weight") for name in changed)
+    for layer in find_target_layers(plain):
+        moved = changed.get(f"{layer.diffusers_name}.weight")
+        assert moved is None or not (moved & ~missing[layer.canonical]).any(), layer.canonical
+    assert all(p.requires_grad for p in plain.parameters()) and not any(p.requires_grad for p in trained.parameters())
+
+
 def test_a_reduced_run_and_its_section(bench, random_mask, tmp_path):
     path = tmp_path / "mask.safetensors"
     random_mask.save(path)
@@ -105,6 +126,7 @@ def test_a_reduced_run_and_its_section(bench, random_mask, tmp_path):
         wording_n=1,
         embedding_n=1,
         embedding=EmbeddingSettings(budgets=(0, 1), batch=2),
+        retrain=RetrainSettings(steps=2, batch=2),
     )
     result = run_attacks(small, settings, path)
     assert list(result.scores) == [ORIGINAL, "closed-form (UCE-like)", LEARNED, LEARNED_DECOYS]
@@ -124,6 +146,7 @@ def test_a_reduced_run_and_its_section(bench, random_mask, tmp_path):
     [
         (["--n", "0"], "--n must be at least 1"),
         (["--budgets", "-1"], "--budgets must be >= 0"),
+        (["--retrain-lr", "0"], "--retrain-lr > 0"),
         (["--mask", "/no/such/mask.safetensors"], "no such file"),
     ],
 )

@@ -96,8 +96,36 @@ class Refill:
     ranks: list[int]  # low-rank completion: the rank chosen per layer
 
 
-THREATS = ("mask leaked", "exact zeros", "outliers")
-FILLS = ("low-rank completion", "row statistics", "true values (control)")
+THREATS = ("mask leaked", "exact zeros", "outliers", "all FFN2 weights")
+TRAINED = "trained on the digits' images"
+FILLS = ("low-rank completion", "row statistics", "true values (control)", TRAINED)
+
+
+def candidate_sets(unet: torch.nn.Module, mask: FIAMask, threat: str) -> dict[str, torch.Tensor]:
+    """Per canonical FFN2 layer, the flat indices the attacker refills under ``threat``."""
+    out = {}
+    for layer in find_target_layers(unet):
+        weight, pruned = layer.module.weight.detach(), mask.indices[layer.canonical]
+        if threat == "all FFN2 weights":
+            out[layer.canonical] = torch.arange(weight.numel())
+        else:
+            out[layer.canonical] = _candidates(weight, pruned, int(pruned.numel()), threat)
+    return out
+
+
+def as_missing(unet: torch.nn.Module, flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Flat indices per layer -> a bool tensor of each layer's weight shape."""
+    out = {}
+    for layer in find_target_layers(unet):
+        missing = torch.zeros(layer.module.weight.numel(), dtype=torch.bool)
+        missing[flat[layer.canonical]] = True
+        out[layer.canonical] = missing.view_as(layer.module.weight)
+    return out
+
+
+def hits(mask: FIAMask, flat: dict[str, torch.Tensor]) -> int:
+    """How many of the candidates the mask pruned."""
+    return sum(int(torch.isin(idx, mask.indices[name].long()).sum()) for name, idx in flat.items())
 
 
 def refill(

@@ -13,7 +13,7 @@ from fia_engine.output_paths import atomic_file
 
 from . import HEADING
 from .embedding import ATTACK_PROMPT
-from .refill import HOLDOUT, RANKS
+from .refill import HOLDOUT, RANKS, TRAINED
 from .run import AttackResult, RefillRow, Scores
 from .targets import LEARNED, LEARNED_DECOYS, ORIGINAL
 from .wordings import FAMILIES
@@ -114,14 +114,17 @@ def _embedding(result: AttackResult) -> list[str]:
 
 
 def _refill(result: AttackResult) -> list[str]:
-    original = result.scores[ORIGINAL]
+    original, s = result.scores[ORIGINAL], result.settings
     lines = [
         "**3. Refill of the pruned FFN2 entries** (bench/digits/attacks/refill.py). The mask is the learned FFN2 "
         "mask of issue 12's gate (objective 'kept', 5 % of the FFN2 weights), NOT an FIA mask: FIA does not "
         "forget on this model (sections 3, 8, 9), so there would be nothing to revive. 'decoy fill' is that mask "
         "applied the way `python -m fia_engine bake --fill decoys` writes it (the same function, "
         "fia_engine.decoys). Low-rank completion picks its rank per layer from "
-        f"{list(RANKS)} on a held-out {100 * HOLDOUT:g} % of the known entries. Recovery = share of the forgetting "
+        f"{list(RANKS)} on a held-out {100 * HOLDOUT:g} % of the known entries. '{TRAINED}': the candidate entries "
+        f"(every FFN2 weight for 'all FFN2 weights') fine-tuned for {s.retrain.steps} Adam steps (lr {s.retrain.lr}, "
+        f"{s.retrain.batch} real training images of the erased digits per step, the model's own denoising loss on "
+        "'a handwritten <digit>'; the attacker has images, not the original model). Recovery = share of the forgetting "
         "undone: (forget after - forget of the attacked model) / (original's forget - attacked model's).",
         "",
         "| attacked model | threat | fill | entries refilled | of them pruned | forget acc % | preserve acc % "
@@ -150,7 +153,7 @@ def defence_lines(result: AttackResult) -> list[str]:
     if LEARNED not in result.scores or LEARNED_DECOYS not in result.scores:
         return []
     original, plain, decoys = result.scores[ORIGINAL], result.scores[LEARNED], result.scores[LEARNED_DECOYS]
-    weights_only = ("exact zeros", "outliers")
+    weights_only = ("exact zeros", "outliers", "all FFN2 weights")
     undefended, defended = _best(result, LEARNED, weights_only), _best(result, LEARNED_DECOYS, weights_only)
     if undefended is None or defended is None:
         return []

@@ -12,7 +12,8 @@ import numpy as np
 from ..benchmark import P1_FORGET
 from ..unlearning import DigitsBench
 from .embedding import EmbeddingSettings, embedding_attack
-from .refill import refill
+from .refill import TRAINED, Refill, as_missing, candidate_sets, hits, refill
+from .retrain import RetrainSettings, retrain
 from .targets import LEARNED, LEARNED_DECOYS, ORIGINAL, Target, build_targets
 from .wordings import wording_accuracy
 
@@ -27,11 +28,13 @@ REFILLS = {
         ("mask leaked", "row statistics"),
         ("exact zeros", "low-rank completion"),
         ("exact zeros", "row statistics"),
+        ("exact zeros", TRAINED),
     ],
     LEARNED_DECOYS: [
         ("exact zeros", "low-rank completion"),
         ("outliers", "true values (control)"),
         ("outliers", "low-rank completion"),
+        ("all FFN2 weights", TRAINED),
     ],
 }
 
@@ -45,6 +48,7 @@ class AttackSettings:
     wording_n: int = 6  # images per wording prompt, digit and seed
     embedding_n: int = 10  # images per digit, seed and budget
     embedding: EmbeddingSettings = EmbeddingSettings()
+    retrain: RetrainSettings = RetrainSettings()
     decoy_seed: int = 0
 
 
@@ -115,17 +119,24 @@ def run_attacks(bench: DigitsBench, settings: AttackSettings, mask_path: Path | 
         result.seconds["embedding"] = time.perf_counter() - started
     if "refill" in settings.attacks:
         started = time.perf_counter()
-        result.refills = _refills(bench, targets)
+        result.refills = _refills(bench, targets, settings.retrain)
         result.seconds["refill"] = time.perf_counter() - started
     return result
 
 
-def _refills(bench: DigitsBench, targets: list[Target]) -> list[RefillRow]:
+def _refills(bench: DigitsBench, targets: list[Target], retrain_settings: RetrainSettings) -> list[RefillRow]:
     original = next(t for t in targets if t.name == ORIGINAL)
     rows = []
     for target in targets:
         for threat, fill in REFILLS.get(target.name, []):
-            made = refill(target.unet, original.unet, target.mask, threat, fill)
+            if fill == TRAINED:
+                flat = candidate_sets(target.unet, target.mask, threat)
+                missing = None if threat == "all FFN2 weights" else as_missing(target.unet, flat)
+                trained = retrain(bench, target.unet, missing, P1_FORGET, retrain_settings)
+                count = sum(int(i.numel()) for i in flat.values())
+                made = Refill(threat, fill, trained, count, hits(target.mask, flat), [])
+            else:
+                made = refill(target.unet, original.unet, target.mask, threat, fill)
             # nothing refilled: the model is the target itself, no need to sample it again
             scores = Scores(bench.accuracy(made.unet).mean(axis=0)) if made.candidates else None
             rows.append(RefillRow(target.name, threat, fill, made.candidates, made.true_hits,
@@ -171,6 +182,7 @@ def load_result(path: Path) -> tuple[AttackResult, str, float]:
         return None if values is None else Scores(np.asarray(values))
 
     settings = dict(data["settings"])
+    settings["retrain"] = RetrainSettings(**settings.get("retrain", {}))
     settings["embedding"] = EmbeddingSettings(
         **{**settings["embedding"], "budgets": tuple(settings["embedding"]["budgets"])}
     )
