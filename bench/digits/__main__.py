@@ -558,7 +558,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
             check_output_dir(getattr(args, name), exist_ok=True, what=f"--{name}")
     for name in _OUTPUT_FILES:
         if getattr(args, name, ""):
-            check_output_file(getattr(args, name), overwrite=True, what=f"--{name}")
+            check_output_file(getattr(args, name), overwrite=True, what=f"--{name.replace('_', '-')}")
 
 
 def _run(args: argparse.Namespace) -> None:
