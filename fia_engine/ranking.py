@@ -25,12 +25,27 @@ def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
     if not 1 <= k <= flat.numel():
         raise ValueError(f"k={k} is outside 1..{flat.numel()}")
     if flat.device.type == "cpu" and flat.dtype == torch.float32:
-        # numpy's introselect is several times faster than torch.kthvalue on one core.
-        position = flat.numel() - k
-        return torch.tensor(np.partition(flat.detach().numpy(), position)[position])
+        return _kth_largest_numpy(flat.detach().numpy(), k)
     if flat.dtype == torch.float32 and bool((flat >= 0).all()):
         return radix_kth_largest(flat, k)
     return torch.topk(flat, k, sorted=False).values.min()
+
+
+def _kth_largest_numpy(values: np.ndarray, k: int) -> torch.Tensor:
+    """numpy's introselect, on the positive entries only when none is negative.
+
+    FIA's saliency is mostly exact zeros (relu of a contrast), and introselect slows down by
+    tens of times on many equal values (810 ms against 18 ms on 6.5 M entries, 90 % zeros).
+    With no negative entry, the k-th largest is 0 when fewer than k entries are positive, and
+    otherwise the k-th largest of the positive ones: the same value.
+    """
+    if values.size and values.min() >= 0:
+        positive = values[values > 0]
+        if positive.size < k:
+            return torch.tensor(0.0, dtype=torch.float32)
+        values = positive
+    position = values.size - k
+    return torch.tensor(np.partition(values, position)[position])
 
 
 _RADIX_PASSES = ((20, 11), (10, 10), (0, 10))  # (shift, bits) of a non-negative float's 31 bits

@@ -206,3 +206,16 @@ def test_localize_concepts_equals_the_dense_reference_for_every_layer_and_r1(lay
                 expected_a, _ = reference_integrated(weight_abs, data.column_scores[c], r1)
                 assert torch.equal(integrated_saliency(saliency, layer, c, r1), expected_a)
                 assert torch.equal(masks.indices[concept][layer], reference_select(expected_a, 0.05))
+
+
+@pytest.mark.parametrize("zeros", [0.0, 0.5, 0.97, 1.0])
+def test_kth_largest_of_mostly_zero_saliency_is_exact(zeros):
+    # Saliency is mostly exact zeros; the CPU path ranks only the positive entries there.
+    g = torch.Generator().manual_seed(7)
+    values = torch.rand(5000, generator=g) * (torch.rand(5000, generator=g) >= zeros)
+    values[:3] = -0.0  # a zero with the sign bit still counts as zero
+    for k in (1, 2, 150, 151, 4999, 5000):
+        expected = torch.kthvalue(values, values.numel() - k + 1).values
+        assert kth_largest(values, k) == expected, (zeros, k)
+    signed = values - 0.5
+    assert kth_largest(signed, 10) == torch.kthvalue(signed, signed.numel() - 9).values
