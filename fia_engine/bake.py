@@ -8,9 +8,9 @@ renamed into place; the input is only ever read.
 
 What happens to a layer is a Recipe: which layers it edits, what it was made for (checked
 like everywhere else: another architecture is refused, another checkpoint warned about),
-and a WeightTransform ``(canonical name, stored weight) -> new weight``. Other bakes (e.g. a
-mask that fills the pruned entries instead of zeroing them) are new Recipes; the streaming,
-the checks and the metadata stay as they are.
+and a WeightTransform ``(canonical name, stored weight) -> new weight``. A mask is baked as
+exact zeros, or with ``fill="decoys"`` as values drawn from each row's kept weights
+(fia_engine.decoys), which leaves no zeros to show where the mask was.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 
 from . import __version__
 from .compatibility import MadeForModel
+from .decoys import check_fill, decoy_weight, fill_seed, layer_generator
 from .errors import InvalidInputError
 from .ldm_checkpoint import CROSS_ATTENTION, FFN2, find_checkpoint_layers
 from .masks import FIAMask, check_strength
@@ -61,17 +62,29 @@ def in_float32(function: Callable[[str, torch.Tensor], torch.Tensor]) -> WeightT
     return transform
 
 
-def mask_recipe(mask: FIAMask, strength: float = 1.0) -> Recipe:
-    """Prune the mask's weights: W[idx] *= (1 - strength); exact zeros at strength 1."""
+def mask_recipe(mask: FIAMask, strength: float = 1.0, fill: str = "zeros", seed: int | None = None) -> Recipe:
+    """Prune the mask's weights: W[idx] *= (1 - strength), exact zeros at strength 1; or, with
+    ``fill="decoys"`` (strength 1 only), overwrite them with decoys drawn from their rows (``seed``:
+    the draw's, not recorded; None draws a fresh one)."""
     strength = check_strength(strength)
+    fill = check_fill(fill, strength)
     record = {
         "kind": "fia-mask",
         "strength": strength,
+        "fill": fill,
         "pruned": mask.pruned_count,
         "of": mask.total_count,
         "made_for": {"family": mask.family, "fingerprint": mask.fingerprint},
         "mask": mask.metadata,
     }
+    if fill == "decoys":
+        record["fill_note"] = "pruned weights hold values drawn from their row's kept weights; the seed is not stored"
+        seed = fill_seed(seed)
+
+        def transform(name: str, weight: torch.Tensor) -> torch.Tensor:
+            return decoy_weight(weight, mask.indices[name], layer_generator(seed, name))
+
+        return Recipe(FFN2, mask, in_float32(transform), record)
     transform = in_float32(lambda name, weight: mask.masked_weight(name, weight, strength))
     return Recipe(FFN2, mask, transform, record)
 

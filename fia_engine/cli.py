@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     bake.add_argument(
         "--strength", type=float, default=1.0, help="mask: 0..1, 1 zeroes the pruned weights; edit: the scale (1)"
     )
+    bake.add_argument(
+        "--fill",
+        choices=["zeros", "decoys"],
+        default="zeros",
+        help="mask only: what pruned weights become; 'decoys' writes values drawn from each row's kept weights, "
+        "so the file has no zeros that show where the mask was (strength 1 only)",
+    )
+    bake.add_argument("--fill-seed", type=int, default=None, help="seed of the decoy draw (default: a fresh one)")
     bake.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     info = commands.add_parser("info", help="print a mask's or edit's metadata and per-layer numbers")
@@ -367,11 +375,14 @@ def run_bake(args) -> int:
     from .scapre.edit import ScaPreEdit
 
     if args.mask:
-        recipe = mask_recipe(_load_kind(args.mask, FIAMask), args.strength)
+        recipe = mask_recipe(_load_kind(args.mask, FIAMask), args.strength, args.fill, args.fill_seed)
+    elif args.fill != "zeros" or args.fill_seed is not None:
+        raise InvalidInputError("--fill and --fill-seed are for masks; a ScaPre edit has no pruned weights")
     else:
         recipe = edit_recipe(_load_kind(args.edit, ScaPreEdit), args.strength)
     bake_checkpoint(args.checkpoint, recipe, args.out, args.overwrite)
-    print(f"wrote {args.out}: {recipe.record['kind']} at strength {args.strength} baked into {args.checkpoint}")
+    fill = f", pruned weights filled with {args.fill}" if args.mask else ""
+    print(f"wrote {args.out}: {recipe.record['kind']} at strength {args.strength}{fill}, baked into {args.checkpoint}")
     return 0
 
 

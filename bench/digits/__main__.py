@@ -17,7 +17,7 @@ from . import MODEL_DIR
 # Output options of the commands: folders files go into, and files replaced (RESULTS.md is
 # updated section by section, the plot is redrawn). All are checked before any work starts.
 _OUTPUT_FOLDERS = ("out", "save")
-_OUTPUT_FILES = ("report", "plot")
+_OUTPUT_FILES = ("report", "plot", "save_mask", "save_run")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -280,6 +280,72 @@ def _cmd_gate_table(args: argparse.Namespace) -> None:
         write_section(Path(args.report), section)
 
 
+def _cmd_attack(args: argparse.Namespace) -> None:
+    import time
+
+    from .attacks.embedding import EmbeddingSettings
+    from .attacks.report import plot, section
+    from .attacks.retrain import RetrainSettings
+    from .attacks.run import AttackSettings, run_attacks
+    from .benchmark import P1_FORGET, write_section
+    from .unlearning import DigitsBench
+
+    started = time.perf_counter()
+    for name in ("n", "wording_n", "embedding_n", "batch", "mask_steps", "sample_steps", "retrain_steps"):
+        if getattr(args, name) < 1:
+            raise InvalidInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if min(args.budgets) < 0 or not args.lr > 0 or not args.retrain_lr > 0:
+        raise InvalidInputError("--budgets must be >= 0 steps, --lr and --retrain-lr > 0")
+    mask = Path(args.mask) if args.mask else None
+    if "learned-mask" in args.method and mask is None:
+        from .attacks.targets import learn_p1_mask
+
+        mask = Path(args.save_mask)
+    elif mask is not None and not mask.is_file():
+        raise InvalidInputError(f"--mask {args.mask}: no such file")
+    settings = AttackSettings(
+        attacks=tuple(args.attack),
+        methods=tuple(args.method),
+        n=args.n,
+        seeds=tuple(args.seeds),
+        wording_n=args.wording_n,
+        embedding_n=args.embedding_n,
+        embedding=EmbeddingSettings(budgets=tuple(sorted(set(args.budgets))), batch=args.batch, lr=args.lr),
+        retrain=RetrainSettings(steps=args.retrain_steps, lr=args.retrain_lr),
+        decoy_seed=args.decoy_seed,
+    )
+    bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
+    if "learned-mask" in args.method and not args.mask:
+        learn_p1_mask(bench, P1_FORGET, args.mask_steps, mask)
+    result = run_attacks(bench, settings, mask)
+    command, wall = "python -m bench.digits " + " ".join(sys.argv[1:]), time.perf_counter() - started
+    if args.save_run:
+        from .attacks.run import save_result
+
+        save_result(result, Path(args.save_run), command, wall)
+    picture = plot(result, Path(args.plot)) if args.plot else None
+    text = section(result, command, picture, wall)
+    print(text)
+    if args.report:
+        write_section(Path(args.report), text)
+        print(f"wrote {args.report}" + (f" and {picture}" if picture else ""))
+
+
+def _cmd_attack_report(args: argparse.Namespace) -> None:
+    from .attacks.report import plot, section
+    from .attacks.run import load_result
+    from .benchmark import write_section
+
+    if not Path(args.run).is_file():
+        raise InvalidInputError(f"{args.run}: no such file (write one with `attack --save-run FILE`)")
+    result, command, wall = load_result(Path(args.run))
+    picture = plot(result, Path(args.plot)) if args.plot else None
+    text = section(result, command, picture, wall)
+    print(text)
+    if args.report:
+        write_section(Path(args.report), text)
+
+
 def _cmd_compare_masks(args: argparse.Namespace) -> None:
     from fia_engine.masks import FIAMask
 
@@ -290,6 +356,8 @@ def _cmd_compare_masks(args: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .attacks import ATTACKS
+    from .attacks.targets import METHODS
     from .diagnose import CONTRASTS
     from .mask_oracle import LAYER_SETS, OBJECTIVES, OracleSettings
     from .sampling import DEFAULT_STEPS
@@ -410,6 +478,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="")
     p.set_defaults(func=_cmd_gate_table)
 
+    p = sub.add_parser(
+        "attack", help="issue 15: do erased digits stay erased? Attacks on the P1 edits and the original"
+    )
+    p.add_argument("--model", default=str(MODEL_DIR))
+    p.add_argument(
+        "--attack", nargs="*", default=list(ATTACKS), choices=list(ATTACKS),
+        help="attacks to run (none: only the models' forget / preserve accuracy)",
+    )  # fmt: skip
+    p.add_argument("--method", nargs="+", default=list(METHODS), choices=list(METHODS), help="edits to attack")
+    p.add_argument(
+        "--mask", default="", help="the learned FFN2 mask (`gate --save-mask`); default: learn one (--mask-steps)"
+    )
+    p.add_argument("--mask-steps", type=int, default=600, help="steps of the learned mask when --mask is not given")
+    p.add_argument("--save-mask", default=str(Path("bench") / "_work" / "attacks" / "learned_ffn2_p1.safetensors"))
+    p.add_argument("--n", type=int, default=20, help="images per digit and seed (forget / preserve, refill rows)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--wording-n", type=int, default=6, help="images per wording prompt, erased digit and seed")
+    p.add_argument("--embedding-n", type=int, default=10, help="images per digit, seed and budget")
+    p.add_argument("--budgets", type=int, nargs="+", default=[0, 25, 100], help="embedding attack: optimiser steps")
+    p.add_argument("--batch", type=int, default=16, help="embedding attack: images per step")
+    p.add_argument("--lr", type=float, default=0.02, help="embedding attack: Adam's step")
+    p.add_argument("--retrain-steps", type=int, default=100, help="refill by training: Adam steps")
+    p.add_argument("--retrain-lr", type=float, default=1e-3, help="refill by training: Adam's step")
+    p.add_argument("--decoy-seed", type=int, default=0)
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--report", default="", help="RESULTS.md to update (section 13)")
+    p.add_argument("--plot", default=str(Path("bench") / "digits_attacks.png"))
+    p.add_argument("--save-run", default="", help="JSON file for the run's numbers (attack-report rewrites from it)")
+    p.set_defaults(func=_cmd_attack)
+
+    p = sub.add_parser("attack-report", help="section 13 and its plot again, from a run saved by `attack --save`")
+    p.add_argument("run")
+    p.add_argument("--report", default="")
+    p.add_argument("--plot", default=str(Path("bench") / "digits_attacks.png"))
+    p.set_defaults(func=_cmd_attack_report)
+
     p = sub.add_parser("compare-masks", help="two masks of one model, layer by layer: sizes, overlap, IoU")
     p.add_argument("a")
     p.add_argument("b")
@@ -454,7 +558,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
             check_output_dir(getattr(args, name), exist_ok=True, what=f"--{name}")
     for name in _OUTPUT_FILES:
         if getattr(args, name, ""):
-            check_output_file(getattr(args, name), overwrite=True, what=f"--{name}")
+            check_output_file(getattr(args, name), overwrite=True, what=f"--{name.replace('_', '-')}")
 
 
 def _run(args: argparse.Namespace) -> None:
