@@ -647,9 +647,9 @@ import layout  # noqa: E402
 WORKFLOW_NAMES = sorted(p.stem for p in (REPO_ROOT / "workflows").glob("*.json"))
 
 
-def fit_view(driver) -> None:
-    """Show the whole graph (nodes and groups) in the canvas, nothing selected."""
-    driver.execute_script(
+def fit_view(driver) -> list[float]:
+    """Show the whole graph (nodes and groups) in the canvas, nothing selected; its box in page pixels."""
+    box = driver.execute_script(
         APP
         + """
         const boxes = [...app.graph.nodes.map(n => [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30]),
@@ -658,13 +658,32 @@ def fit_view(driver) -> None:
         const x1 = Math.max(...boxes.map(b => b[0] + b[2])) + 20, y1 = Math.max(...boxes.map(b => b[1] + b[3])) + 20;
         const canvas = app.canvas.canvas;
         const scale = Math.min(canvas.clientWidth / (x1 - x0), canvas.clientHeight / (y1 - y0));
+        const offset = [-x0 + (canvas.clientWidth / scale - (x1 - x0)) / 2, -y0];
         app.canvas.ds.scale = scale;
-        app.canvas.ds.offset = [-x0 + (canvas.clientWidth / scale - (x1 - x0)) / 2, -y0];
+        app.canvas.ds.offset = offset;
         app.canvas.deselectAll();
         app.canvas.setDirty(true, true);
+        const page = canvas.getBoundingClientRect();
+        const ratio = window.devicePixelRatio || 1;
+        return [(page.left + (x0 + offset[0]) * scale) * ratio, (page.top + (y0 + offset[1]) * scale) * ratio,
+                (x1 - x0) * scale * ratio, (y1 - y0) * scale * ratio];
     """
     )
     time.sleep(1)  # one more frame for the canvas
+    return box
+
+
+def graph_screenshot(driver, path: Path) -> None:
+    """A screenshot of the whole graph only (fit_view), without the app's menus and toolbars."""
+    from PIL import Image
+
+    box = fit_view(driver)
+    driver.save_screenshot(str(path))
+    with Image.open(path) as image:
+        left, top = max(0, round(box[0])), max(0, round(box[1]))
+        right, bottom = min(image.width, round(box[0] + box[2])), min(image.height, round(box[1] + box[3]))
+        cropped = image.crop((left, top, right, bottom))
+    cropped.save(path)
 
 
 def graph_on_the_page(driver) -> tuple[dict, dict[str, float]]:
@@ -728,17 +747,15 @@ def run_and_check(browser, server, screens: Path, i: int, name: str):
     wait_for_idle_queue(server)
     # As the template opens (workflows/src/thumbnails.py makes the template thumbnails from these).
     load_workflow(browser, json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text(encoding="utf-8")))
-    fit_view(browser)
     (screens / "loaded").mkdir(exist_ok=True)
-    browser.find_element("id", "graph-canvas").screenshot(str(screens / "loaded" / f"{name}.png"))
+    graph_screenshot(browser, screens / "loaded" / f"{name}.png")
     # Other seeds and scales than the tests above: ComfyUI would answer an identical prompt from its cache.
     extra = {"KSampler": {"seed": 1000 + i}, "FIAConceptSaliencyCollector": {"seed": 1000 + i}}
     extra["FIAScaPreErase"] = {"scale": 0.9}  # only set where the workflow has the node
     workflow = queue_tiny(browser, server, name, extra)
     wait_for_summaries(browser, name)
     wait_for_idle_queue(server)
-    fit_view(browser)
-    browser.save_screenshot(str(screens / f"{name}.png"))
+    graph_screenshot(browser, screens / f"{name}.png")
     graph, widths = graph_on_the_page(browser)
     grown = {n["id"]: n["size"][1] - f["size"][1] for n, f in zip(graph["nodes"], workflow["nodes"], strict=True)}
     return layout.layout_problems(graph, grown=False, title_widths=widths), grown, widths
@@ -748,39 +765,42 @@ def test_template_browser_lists_the_workflows_in_order_with_thumbnails(browser, 
     """ComfyUI's template browser: this pack's workflows with their file names as titles, in order, each
     with its thumbnail (workflows/<name>.jpg) loaded."""
     browser.execute_script(APP + "app.extensionManager.command.execute('Comfy.BrowseTemplates');")
-    wait_for(browser, "return document.querySelector('.p-dialog')", 30, "the template browser")
-    # The pack's own category in the side list.
+    wait_for(browser, "return document.querySelector('.p-dialog .p-listbox-option')", 30, "the template browser")
+    # The pack's own entry in the list of template sets.
     browser.execute_script(
         """
-        const items = [...document.querySelectorAll('.p-dialog li, .p-dialog [role=option], .p-dialog button')];
-        const mine = items.find(el => el.innerText.trim() === arguments[0]);
-        if (mine) mine.click();
+        const options = [...document.querySelectorAll('.p-dialog .p-listbox-option')];
+        options.find(o => o.innerText.trim() === arguments[0])?.click();
     """,
         PACK_NAME,
     )
     cards = wait_for(
         browser,
         """
-        const imgs = [...document.querySelectorAll('.p-dialog img')].filter(img => img.src.includes(arguments[0]));
-        const done = imgs.length >= arguments[1] && imgs.every(img => img.complete);
-        return done ? imgs.map(img => [decodeURIComponent(img.src), img.naturalWidth]) : null;
+        const cards = [...document.querySelectorAll('.p-dialog [data-testid^="template-workflow-"]')];
+        const shown = cards.map(card => {
+            const img = card.querySelector('img');
+            return [card.dataset.testid.slice('template-workflow-'.length), card.innerText,
+                    img ? img.complete && img.naturalWidth : null];
+        });
+        const ready = shown.length === arguments[0] && shown.every(([, , width]) => width !== 0 && width !== false);
+        return ready ? shown : null;
     """,
         60,
         "the pack's template cards and their thumbnails",
-        f"/workflow_templates/{PACK_NAME}/",
         len(WORKFLOW_NAMES),
     )
     time.sleep(1)
     shutil.copyfile(
         screens_shot(browser, screens, "5_template_browser.png"), HERE / "screenshots" / "template_browser.png"
     )
-    names = [src.rsplit("/", 1)[1].removesuffix(".jpg") for src, _ in cards]
-    assert names == WORKFLOW_NAMES, names  # numbered order: make and save a mask before applying it
-    assert all(width > 0 for _, width in cards), cards  # every thumbnail loaded (no grey placeholder)
-    text = browser.execute_script("return document.querySelector('.p-dialog').innerText;")
-    for name in WORKFLOW_NAMES:
-        assert name in text, name
-    browser.execute_script("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}));")
+    assert [name for name, _, _ in cards] == WORKFLOW_NAMES, cards  # numbered: save a mask, then apply it
+    for name, text, width in cards:
+        assert name in text, (name, text)  # the file name is the card's title
+        assert width and width > 0, (name, width)  # the thumbnail loaded: no grey placeholder
+    browser.execute_script(
+        "document.querySelector('.p-dialog button[aria-label=\"Close\"], .p-dialog-close-button')?.click();"
+    )
 
 
 def screens_shot(driver, screens: Path, name: str) -> Path:

@@ -84,7 +84,7 @@ FILES = {
     "fia_apply_saved_mask": "FIA 5 Apply a saved mask",
     "fia_scapre_erase": "FIA 6 ScaPre erase ten objects in seconds",
 }
-GAP = 30  # between a node (with its grown summary) and the next one's title bar
+GAP = 40  # between a node (with its grown summary) and the next one's title bar (and its badge)
 PAD = 20  # between a group's border and its nodes
 COLUMN = 500  # from one column of 420 px nodes to the next
 TOP = 0  # top of the first node's title bar in every group
@@ -188,8 +188,8 @@ class Column:
         self.y = self.g.grown(node).bottom + GAP
         return node
 
-    def note(self, height: float, text: str) -> dict:
-        return self.add("MarkdownNote", height, [text])
+    def note(self, height: float, text: str, title: str = "How it works") -> dict:
+        return self.add("MarkdownNote", height, [text], title=title)
 
 
 def collector_widgets(concepts: list[str], kind: str, seed: int = 0) -> list:
@@ -213,10 +213,10 @@ CPU_NOTE_SAMPLERS = (
 def model_column(g: Graph, intro: str, cpu_note: str) -> dict:
     """The introduction (on its own) and group ① with the checkpoint loader and the CPU note."""
     intro_column = Column(g, 0, width=400)
-    intro_column.note(300, intro)
+    intro_column.note(300, intro, "Start here")
     column = Column(g, 0, intro_column.y + 40, width=400)
     ckpt = column.add("CheckpointLoaderSimple", 100, [CHECKPOINT])
-    note = column.note(200, cpu_note)
+    note = column.note(200, cpu_note, "On a CPU")
     g.group("① Model", [ckpt, note], GROUP_COLOURS["model"])
     return ckpt
 

@@ -4,8 +4,8 @@
 
 ComfyUI's frontend (1.27) shows ``/api/workflow_templates/<pack>/<name>.jpg`` on a pack's
 template card: a JPEG named like the workflow. The screenshots are of each workflow as it
-opens, the whole graph in view (tests/e2e/test_browser.py); here they are cut to the graph,
-scaled down and compressed to a few tens of kB.
+opens, cut to the whole graph (tests/e2e/test_browser.py); here they are scaled down and
+compressed to a few tens of kB.
 """
 
 from __future__ import annotations
@@ -13,19 +13,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageChops
+from PIL import Image
 
 WORKFLOWS = Path(__file__).resolve().parents[1]
 WIDTH = 640
 QUALITY = 70
-
-
-def graph_area(image: Image.Image) -> Image.Image:
-    """The screenshot cut to what differs from the canvas background (the corner pixel's colour)."""
-    rgb = image.convert("RGB")
-    background = Image.new("RGB", rgb.size, rgb.getpixel((rgb.width // 2, rgb.height - 2)))
-    box = ImageChops.difference(rgb, background).convert("L").point(lambda v: 255 if v > 24 else 0).getbbox()
-    return rgb.crop(box) if box else rgb
 
 
 def main(argv: list[str]) -> int:
@@ -38,7 +30,7 @@ def main(argv: list[str]) -> int:
         if not shot.is_file():
             sys.stderr.write(f"error: no screenshot {shot}\n")
             return 2
-        image = graph_area(Image.open(shot))
+        image = Image.open(shot).convert("RGB")
         image = image.resize((WIDTH, round(image.height * WIDTH / image.width)), Image.LANCZOS)
         target = workflow.with_suffix(".jpg")
         image.save(target, "JPEG", quality=QUALITY, optimize=True)
