@@ -764,6 +764,26 @@ def run_and_check(browser, server, screens: Path, i: int, name: str):
 def test_template_browser_lists_the_workflows_in_order_with_thumbnails(browser, server, screens):
     """ComfyUI's template browser: this pack's workflows with their file names as titles, in order, each
     with its thumbnail (workflows/<name>.jpg) loaded."""
+    # web/template_order.js sorts this pack's list whatever order the server's glob gives: here the server
+    # answers with the list reversed, and another pack's list is passed through as it comes.
+    reordered = browser.execute_async_script(
+        """
+        const [pack, done] = arguments;
+        const api = window.comfyAPI.api.api;
+        const fetchApi = api.fetchApi;
+        api.fetchApi = async function (route, ...rest) {
+            const response = await fetchApi.call(this, route, ...rest);
+            if (route !== "/workflow_templates") return response;
+            const listed = await response.json();
+            listed[pack] = [...listed[pack]].reverse();
+            listed["other-pack"] = ["b", "a"];
+            return new Response(JSON.stringify(listed));
+        };
+        api.getWorkflowTemplates().then(done, e => done(String(e))).finally(() => { api.fetchApi = fetchApi; });
+    """,
+        PACK_NAME,
+    )
+    assert reordered[PACK_NAME] == WORKFLOW_NAMES and reordered["other-pack"] == ["b", "a"], reordered
     browser.execute_script(APP + "app.extensionManager.command.execute('Comfy.BrowseTemplates');")
     wait_for(browser, "return document.querySelector('.p-dialog .p-listbox-option')", 30, "the template browser")
     # The pack's own entry in the list of template sets.
