@@ -37,7 +37,7 @@ import torch
 
 logger = logging.getLogger("bench.gpu")
 
-WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "fia_imagenette_10_objects.json"
+WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "FIA 1 Forget ten Imagenette objects.json"
 
 
 def imagenette() -> list[str]:

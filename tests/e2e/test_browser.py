@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +48,8 @@ FIA_NODES = [
     "FIALoadScaPreEdit",
 ]
 SERVER_START_S = 240
+EXPLICIT = "FIA 3 Forget explicit content"
+SCAPRE = "FIA 6 ScaPre erase ten objects in seconds"
 RUN_S = 480
 
 
@@ -169,8 +172,10 @@ def server(tmp_path_factory):
                     pytest.fail(f"ComfyUI did not answer in {SERVER_START_S} s")
                 time.sleep(1)
         # No first-run template browser over the canvas (a user setting, kept in the tmp base).
-        request = urllib.request.Request(f"{url}/settings/Comfy.TutorialCompleted", data=b"true", method="POST")
-        urllib.request.urlopen(request, timeout=10).close()
+        # No minimap over the screenshots either.
+        for setting, value in (("Comfy.TutorialCompleted", b"true"), ("Comfy.Minimap.Visible", b"false")):
+            request = urllib.request.Request(f"{url}/settings/{setting}", data=value, method="POST")
+            urllib.request.urlopen(request, timeout=10).close()
         yield {"url": url, "base": base, "ckpt": ckpt.name, "log": base / "server.log"}
     finally:
         process.terminate()
@@ -311,7 +316,7 @@ def test_bundled_workflows_load_with_no_missing_nodes(browser, server, screens):
     names = sorted(templates.get(PACK_NAME, []))
     assert names == sorted(p.stem for p in (REPO_ROOT / "workflows").glob("*.json"))
     for name in names:
-        workflow = get_json(f"{server['url']}/api/workflow_templates/{PACK_NAME}/{name}.json")
+        workflow = get_json(f"{server['url']}/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(name)}.json")
         result = load_workflow(browser, workflow)
         assert "error" not in result, result
         assert result["count"] == len(workflow["nodes"]) and result["unknown"] == [], (name, result)
@@ -324,6 +329,13 @@ def test_bundled_workflows_load_with_no_missing_nodes(browser, server, screens):
         by_id = {n["id"]: n for n in saved["nodes"]}
         for node in workflow["nodes"]:
             assert by_id[node["id"]]["widgets_values"] == node["widgets_values"], (name, node["type"])
+        # The frontend keeps every node at its size in the file (it enlarges a node too small for its widgets
+        # and sockets), so that the layout check of the files, their sizes plus the summaries, is an upper bound.
+        sizes = {n["id"]: n["size"] for n in saved["nodes"]}
+        enlarged = [
+            (n["id"], n["type"], n["size"], sizes[n["id"]]) for n in workflow["nodes"] if sizes[n["id"]] != n["size"]
+        ]
+        assert enlarged == [], (name, "[id, type, size in the file, size on the page]", enlarged)
     browser.save_screenshot(str(screens / "2_workflow_loaded.png"))
 
 
@@ -335,14 +347,17 @@ TINY = {
 }
 
 
-def queue_tiny(driver, server, name: str) -> dict:
-    """Load workflows/<name>.json on the server's random checkpoint, set TINY and queue it; returns the file."""
+def queue_tiny(driver, server, name: str, extra: dict | None = None) -> dict:
+    """Load workflows/<name>.json on the server's random checkpoint, set TINY (and ``extra``, by node type)
+    and queue it; returns the file."""
     workflow = json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text(encoding="utf-8"))
     for node in workflow["nodes"]:  # the example's model file is not on this server: pick the random one
         if node["type"] == "CheckpointLoaderSimple":
             node["widgets_values"] = [server["ckpt"]]
     assert load_workflow(driver, workflow)["unknown"] == []
     tiny = {**TINY, "CheckpointLoaderSimple": {"ckpt_name": server["ckpt"]}}
+    for node_type, values in (extra or {}).items():
+        tiny[node_type] = {**tiny.get(node_type, {}), **values}
     queued = driver.execute_async_script(
         APP
         + """
@@ -433,8 +448,8 @@ def keep_screenshot(driver, screens: Path, name: str, kept_as: str) -> Path:
 def test_summary_after_queue_and_concept_box_warnings(browser, server, screens):
     from selenium.webdriver.common.keys import Keys
 
-    workflow = queue_tiny(browser, server, "fia_explicit_content")
-    summaries = wait_for_summaries(browser, "fia_explicit_content")
+    workflow = queue_tiny(browser, server, EXPLICIT)
+    summaries = wait_for_summaries(browser, EXPLICIT)
     fusion = next(n["id"] for n in workflow["nodes"] if n["type"] == "FIAAgnosticFusion")
     summary = summaries[fusion]
     assert summary["concepts"] == ["nude", "naked"] and summary["pruned_percent"] > 0
@@ -565,8 +580,8 @@ def drawn_summary_texts(driver, node_ids) -> dict[int, list[str]]:
 def test_scapre_summary_after_queue(browser, server, screens):
     from fia_engine.scapre import ScaPreEdit
 
-    workflow = queue_tiny(browser, server, "fia_scapre_erase")
-    summaries = wait_for_summaries(browser, "fia_scapre_erase")
+    workflow = queue_tiny(browser, server, SCAPRE)
+    summaries = wait_for_summaries(browser, SCAPRE)
     by_type = {n["type"]: n["id"] for n in workflow["nodes"]}
     erase, save = by_type["FIAScaPreErase"], by_type["FIASaveScaPreEdit"]
     assert summaries.keys() == {erase, save}
@@ -622,3 +637,193 @@ def test_scapre_summary_after_queue(browser, server, screens):
     assert f"Saved as {saved['saved_as']}" in drawn[save], drawn[save]
     show_nodes(browser, [erase])  # the two nodes only fit together at a zoom where the canvas drops text
     keep_screenshot(browser, screens, "4_scapre_summary.png", "fia_scapre_browser.png")
+
+
+# The layout check of workflows/src/layout.py, also run on the files by tests/unit/test_workflow_layout.py.
+sys.path.insert(0, str(REPO_ROOT / "workflows" / "src"))
+import layout  # noqa: E402
+
+# In name order: "FIA 4 ..." saves the mask that "FIA 5 ..." loads.
+WORKFLOW_NAMES = sorted(p.stem for p in (REPO_ROOT / "workflows").glob("*.json"))
+
+
+def fit_view(driver) -> list[float]:
+    """Show the whole graph (nodes and groups) in the canvas, nothing selected; its box in page pixels."""
+    box = driver.execute_script(
+        APP
+        + """
+        const boxes = [...app.graph.nodes.map(n => [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30]),
+                       ...(app.graph.groups ?? app.graph._groups).map(g => [...g._bounding])];
+        const x0 = Math.min(...boxes.map(b => b[0])) - 20, y0 = Math.min(...boxes.map(b => b[1])) - 20;
+        const x1 = Math.max(...boxes.map(b => b[0] + b[2])) + 20, y1 = Math.max(...boxes.map(b => b[1] + b[3])) + 20;
+        const canvas = app.canvas.canvas;
+        const scale = Math.min(canvas.clientWidth / (x1 - x0), canvas.clientHeight / (y1 - y0));
+        const offset = [-x0 + (canvas.clientWidth / scale - (x1 - x0)) / 2, -y0];
+        app.canvas.ds.scale = scale;
+        app.canvas.ds.offset = offset;
+        app.canvas.deselectAll();
+        app.canvas.setDirty(true, true);
+        const page = canvas.getBoundingClientRect();
+        const ratio = window.devicePixelRatio || 1;
+        return [(page.left + (x0 + offset[0]) * scale) * ratio, (page.top + (y0 + offset[1]) * scale) * ratio,
+                (x1 - x0) * scale * ratio, (y1 - y0) * scale * ratio];
+    """
+    )
+    time.sleep(1)  # one more frame for the canvas
+    return box
+
+
+def graph_screenshot(driver, path: Path) -> None:
+    """A screenshot of the whole graph only (fit_view), without the app's menus and toolbars."""
+    from PIL import Image
+
+    box = fit_view(driver)
+    driver.save_screenshot(str(path))
+    with Image.open(path) as image:
+        left, top = max(0, round(box[0])), max(0, round(box[1]))
+        right, bottom = min(image.width, round(box[0] + box[2])), min(image.height, round(box[1] + box[3]))
+        cropped = image.crop((left, top, right, bottom))
+    cropped.save(path)
+
+
+def graph_on_the_page(driver) -> tuple[dict, dict[str, float]]:
+    """The graph as the page holds it (sizes as drawn now) and the measured width of each group title."""
+    found = driver.execute_script(
+        APP
+        + """
+        const ctx = document.createElement('canvas').getContext('2d');
+        const widths = {};
+        for (const group of app.graph.groups ?? app.graph._groups) {
+            ctx.font = `${group.font_size}px ${window.LiteGraph.GROUP_FONT}`;
+            widths[group.title] = ctx.measureText(group.title).width;
+        }
+        return {graph: app.graph.serialize(), widths};
+    """
+    )
+    return found["graph"], found["widths"]
+
+
+def wait_for_idle_queue(server, timeout: float = RUN_S) -> None:
+    """Nothing running or pending on the server (a workflow loaded during a run would get its messages)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        queue = get_json(f"{server['url']}/queue")
+        if not queue["queue_running"] and not queue["queue_pending"]:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the queue did not empty in {timeout} s")
+        time.sleep(0.5)
+
+
+def test_bundled_workflows_overlap_nothing_after_a_run(browser, server, screens):
+    """Each workflow, queued at tiny settings: with every summary drawn, no node covers another, none
+    leaves its group, no group title runs past its group. One screenshot per workflow is kept."""
+    from PIL import Image
+
+    kept = HERE / "screenshots"
+    kept.mkdir(exist_ok=True)
+    found = {}
+    # A window large enough that the whole graph shows above the zoom where LiteGraph stops drawing text.
+    browser.set_window_size(2800, 1700)
+    try:
+        for i, name in enumerate(WORKFLOW_NAMES):
+            found[name] = run_and_check(browser, server, screens, i, name)
+            Image.open(screens / f"{name}.png").convert("RGB").save(kept / f"{name}.jpg", quality=75)
+    finally:
+        browser.set_window_size(1600, 1000)
+    problems = [f"{name}: {p}" for name, (listed, _, _) in found.items() for p in listed]
+    assert not problems, "\n".join(problems)
+    # The summaries did grow the FIA nodes (else this test would check nothing the file does not show).
+    for name, (_, grown, _) in found.items():
+        assert max(grown.values()) > 100, (name, grown)
+    # The unit test's estimate of a title's width is an upper bound of the width the browser measures.
+    for name, (_, _, widths) in found.items():
+        for title, width in widths.items():
+            assert width <= layout.estimated_text_width(title, 22), (name, title, width)
+
+
+def run_and_check(browser, server, screens: Path, i: int, name: str):
+    """Queue one workflow at tiny settings; (layout problems, growth per node id, group title widths)."""
+    wait_for_idle_queue(server)
+    # As the template opens (workflows/src/thumbnails.py makes the template thumbnails from these).
+    load_workflow(browser, json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text(encoding="utf-8")))
+    (screens / "loaded").mkdir(exist_ok=True)
+    graph_screenshot(browser, screens / "loaded" / f"{name}.png")
+    # Other seeds and scales than the tests above: ComfyUI would answer an identical prompt from its cache.
+    extra = {"KSampler": {"seed": 1000 + i}, "FIAConceptSaliencyCollector": {"seed": 1000 + i}}
+    extra["FIAScaPreErase"] = {"scale": 0.9}  # only set where the workflow has the node
+    workflow = queue_tiny(browser, server, name, extra)
+    wait_for_summaries(browser, name)
+    wait_for_idle_queue(server)
+    graph_screenshot(browser, screens / f"{name}.png")
+    graph, widths = graph_on_the_page(browser)
+    grown = {n["id"]: n["size"][1] - f["size"][1] for n, f in zip(graph["nodes"], workflow["nodes"], strict=True)}
+    return layout.layout_problems(graph, grown=False, title_widths=widths), grown, widths
+
+
+def test_template_browser_lists_the_workflows_in_order_with_thumbnails(browser, server, screens):
+    """ComfyUI's template browser: this pack's workflows with their file names as titles, in order, each
+    with its thumbnail (workflows/<name>.jpg) loaded."""
+    # web/template_order.js sorts this pack's list whatever order the server's glob gives: here the server
+    # answers with the list reversed, and another pack's list is passed through as it comes.
+    reordered = browser.execute_async_script(
+        """
+        const [pack, done] = arguments;
+        const api = window.comfyAPI.api.api;
+        const fetchApi = api.fetchApi;
+        api.fetchApi = async function (route, ...rest) {
+            const response = await fetchApi.call(this, route, ...rest);
+            if (route !== "/workflow_templates") return response;
+            const listed = await response.json();
+            listed[pack] = [...listed[pack]].reverse();
+            listed["other-pack"] = ["b", "a"];
+            return new Response(JSON.stringify(listed));
+        };
+        api.getWorkflowTemplates().then(done, e => done(String(e))).finally(() => { api.fetchApi = fetchApi; });
+    """,
+        PACK_NAME,
+    )
+    assert reordered[PACK_NAME] == WORKFLOW_NAMES and reordered["other-pack"] == ["b", "a"], reordered
+    browser.execute_script(APP + "app.extensionManager.command.execute('Comfy.BrowseTemplates');")
+    wait_for(browser, "return document.querySelector('.p-dialog .p-listbox-option')", 30, "the template browser")
+    # The pack's own entry in the list of template sets.
+    browser.execute_script(
+        """
+        const options = [...document.querySelectorAll('.p-dialog .p-listbox-option')];
+        options.find(o => o.innerText.trim() === arguments[0])?.click();
+    """,
+        PACK_NAME,
+    )
+    cards = wait_for(
+        browser,
+        """
+        const cards = [...document.querySelectorAll('.p-dialog [data-testid^="template-workflow-"]')];
+        const shown = cards.map(card => {
+            const img = card.querySelector('img');
+            return [card.dataset.testid.slice('template-workflow-'.length), card.innerText,
+                    img ? img.complete && img.naturalWidth : null];
+        });
+        const ready = shown.length === arguments[0] && shown.every(([, , width]) => width !== 0 && width !== false);
+        return ready ? shown : null;
+    """,
+        60,
+        "the pack's template cards and their thumbnails",
+        len(WORKFLOW_NAMES),
+    )
+    time.sleep(1)
+    shutil.copyfile(
+        screens_shot(browser, screens, "5_template_browser.png"), HERE / "screenshots" / "template_browser.png"
+    )
+    assert [name for name, _, _ in cards] == WORKFLOW_NAMES, cards  # numbered: save a mask, then apply it
+    for name, text, width in cards:
+        assert name in text, (name, text)  # the file name is the card's title
+        assert width and width > 0, (name, width)  # the thumbnail loaded: no grey placeholder
+    browser.execute_script(
+        "document.querySelector('.p-dialog button[aria-label=\"Close\"], .p-dialog-close-button')?.click();"
+    )
+
+
+def screens_shot(driver, screens: Path, name: str) -> Path:
+    path = screens / name
+    driver.save_screenshot(str(path))
+    return path

@@ -36,7 +36,7 @@ def test_requeue_after_an_r2_change_spends_little_in_the_localizer(comfy, fia_pa
             spent.append(time.perf_counter() - started)
 
     monkeypatch.setattr(module, "localize_concepts", timed)
-    prompt = tiny(comfy.workflow_to_prompt(load("fia_imagenette_10_objects.json")), sd15_ckpt)
+    prompt = tiny(comfy.workflow_to_prompt(load("FIA 1 Forget ten Imagenette objects.json")), sd15_ckpt)
     (localizer,) = nodes_of(prompt, "FIANeuronLocalizer")
     (collector,) = nodes_of(prompt, "FIAConceptSaliencyCollector")
 

@@ -4,7 +4,8 @@ Each workflow is converted to an API prompt the way the frontend does, shrunk to
 settings by widget name (64 px, 2 prompt pairs, 2 saliency steps, 2 sampler steps) and
 executed against a random SD 1.5 checkpoint. The load-mask workflow runs after the save
 workflow has written its mask into a temporary ``fia_masks`` folder; the ScaPre workflow
-saves its edit there too.
+saves its edit there too. Their layout is checked without ComfyUI by
+tests/unit/test_workflow_layout.py, and after a run in a real browser by tests/e2e.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from comfy_workflow import FRONTEND_ONLY, widget_names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
-SAVE = "fia_save_mask.json"
-LOAD = "fia_apply_saved_mask.json"
-SCAPRE = "fia_scapre_erase.json"
+SAVE = "FIA 4 Make and save a mask.json"
+LOAD = "FIA 5 Apply a saved mask.json"
+SCAPRE = "FIA 6 ScaPre erase ten objects in seconds.json"
 IMAGENETTE = [
     "tench",
     "English springer",
@@ -34,9 +35,9 @@ IMAGENETTE = [
     "parachute",
 ]
 EXPECTED_CONCEPTS = {
-    "fia_imagenette_10_objects.json": IMAGENETTE,
-    "fia_five_artist_styles.json": ["Van Gogh", "Picasso", "Rembrandt", "Andy Warhol", "Caravaggio"],
-    "fia_explicit_content.json": ["nude", "naked"],
+    "FIA 1 Forget ten Imagenette objects.json": IMAGENETTE,
+    "FIA 2 Forget five artist styles.json": ["Van Gogh", "Picasso", "Rembrandt", "Andy Warhol", "Caravaggio"],
+    "FIA 3 Forget explicit content.json": ["nude", "naked"],
     SAVE: ["Van Gogh"],
     LOAD: ["Van Gogh"],
     SCAPRE: IMAGENETTE,
@@ -115,28 +116,6 @@ def test_no_missing_nodes_and_every_widget_present(comfy, fia_pack, path):
                 assert linked, f"node {node['id']} ({node['type']}): required input {name} is not connected"
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_layout_reads_left_to_right(path):
-    """No two nodes overlap and every node sits inside a group (what makes the graph readable)."""
-    workflow = json.loads(path.read_text(encoding="utf-8"))
-    boxes = {n["id"]: (*n["pos"], *n["size"]) for n in workflow["nodes"]}
-    title = 30  # the node title bar is drawn above pos
-    ids = sorted(boxes)
-    for i, a in enumerate(ids):
-        ax, ay, aw, ah = boxes[a]
-        for b in ids[i + 1 :]:
-            bx, by, bw, bh = boxes[b]
-            overlap = ax < bx + bw and bx < ax + aw and ay - title < by + bh and by - title < ay + ah
-            assert not overlap, f"{path.name}: nodes {a} and {b} overlap"
-    for node_id, (x, y, w, h) in boxes.items():
-        inside = any(
-            gx <= x and gy <= y - title and x + w <= gx + gw and y + h <= gy + gh
-            for gx, gy, gw, gh in (g["bounding"] for g in workflow["groups"])
-        )
-        node = next(n for n in workflow["nodes"] if n["id"] == node_id)
-        assert inside or node["type"] == "MarkdownNote", f"{path.name}: node {node_id} is outside every group"
-
-
 def check_before_after(result, prompt) -> None:
     """Same seed, same prompt: the original and the unlearned model give different images, side by side."""
     before, after = (result.outputs[i][0] for i in nodes_of(prompt, "VAEDecode"))
@@ -162,7 +141,12 @@ def check_mask_summaries(result, prompt, concepts: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["fia_imagenette_10_objects.json", "fia_five_artist_styles.json", "fia_explicit_content.json"]
+    "name",
+    [
+        "FIA 1 Forget ten Imagenette objects.json",
+        "FIA 2 Forget five artist styles.json",
+        "FIA 3 Forget explicit content.json",
+    ],
 )
 def test_unlearning_workflow_runs(comfy, fia_pack, sd15_ckpt, masks_dir, name):
     prompt = tiny(comfy.workflow_to_prompt(load(name)), sd15_ckpt)
