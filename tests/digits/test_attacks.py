@@ -162,3 +162,18 @@ def test_attack_report_needs_a_saved_run(capsys):
     assert main(["attack-report", "/no/such/run.json"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no such file" in errors[0]
+
+
+def test_fia_is_one_argument_away(bench):
+    # --method fia attacks FIA's own P1 mask (for a model on which FIA forgets: issue 12).
+    from bench.digits.attacks.targets import FIA, build_targets
+
+    targets = build_targets(bench, [0, 3], ("fia",), None)
+    assert [t.name for t in targets] == [ORIGINAL, FIA]
+    fia = targets[1]
+    assert fia.mask is not None and fia.mask.pruned_count > 0
+    originals = {layer.canonical: layer.module.weight.detach() for layer in find_target_layers(bench.sampling.unet)}
+    for layer in find_target_layers(fia.unet):  # pruned entries: zeros in the edited copy, not in the original
+        pruned = fia.mask.indices[layer.canonical]
+        assert bool((layer.module.weight.detach().reshape(-1)[pruned] == 0).all())
+        assert bool((originals[layer.canonical].reshape(-1)[pruned] != 0).all()), "the original is untouched"

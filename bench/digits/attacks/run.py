@@ -14,7 +14,7 @@ from ..unlearning import DigitsBench
 from .embedding import EmbeddingSettings, embedding_attack
 from .refill import TRAINED, Refill, as_missing, candidate_sets, hits, refill
 from .retrain import RetrainSettings, retrain
-from .targets import LEARNED, LEARNED_DECOYS, ORIGINAL, Target, build_targets
+from .targets import FIA, LEARNED, LEARNED_DECOYS, ORIGINAL, Target, build_targets
 from .wordings import wording_accuracy
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,12 @@ REFILLS = {
         ("mask leaked", "row statistics"),
         ("exact zeros", "low-rank completion"),
         ("exact zeros", "row statistics"),
+        ("exact zeros", TRAINED),
+    ],
+    FIA: [
+        ("mask leaked", "true values (control)"),
+        ("mask leaked", "low-rank completion"),
+        ("exact zeros", "low-rank completion"),
         ("exact zeros", TRAINED),
     ],
     LEARNED_DECOYS: [
