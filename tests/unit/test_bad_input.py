@@ -254,8 +254,15 @@ def test_apply_rewrites_the_checksums_of_the_files_it_changes(paths, tmp_path):
 def python_m(module: str, *args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, **kwargs
-    )
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint, **kwargs,
+    )  # fmt: skip
+
+
+def _default_sigint() -> None:
+    # A test run started in the background by a non-interactive shell inherits SIGINT as ignored,
+    # and so would the child: Ctrl-C must reach it as it reaches a command typed in a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize(
