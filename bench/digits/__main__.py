@@ -17,12 +17,14 @@ from . import MODEL_DIR
 # Output options of the commands: folders files go into, and files replaced (RESULTS.md is
 # updated section by section, the plot is redrawn). All are checked before any work starts.
 _OUTPUT_FOLDERS = ("out", "save")
-_OUTPUT_FILES = ("report", "plot", "save_mask", "save_run")
+_OUTPUT_FILES = ("report", "plot", "save_mask", "save_run", "save_rows")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
+    if args.ffn_sparsity < 0 or not 0 < args.cross_attention_gain <= 1:
+        raise InvalidInputError("--ffn-sparsity must be >= 0 and --cross-attention-gain in (0, 1]")
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -33,6 +35,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         snapshot_dir=args.snapshot_dir,
         init_from=args.init_from,
         spec=args.spec,
+        ffn_sparsity=args.ffn_sparsity,
+        cross_attention_gain=args.cross_attention_gain,
     )
     metadata = train(cfg, Path(args.out))
     print(json.dumps(metadata, indent=2))
@@ -263,8 +267,8 @@ def _cmd_gate(args: argparse.Namespace) -> None:
         hard_from=args.hard_from,
     )
     row = run_gate(bench, args.name, args.description, settings, Path(args.save_mask) if args.save_mask else None)
-    if args.save:
-        path = Path(args.save)
+    if args.save_rows:
+        path = Path(args.save_rows)
         save_rows(path, (load_rows(path) if path.exists() else []) + [row])
     print(row.verdict())
 
@@ -464,7 +468,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=20, help="images per digit and seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--save", default="", help="JSON file the row is appended to")
+    p.add_argument("--save", dest="save_rows", default="", help="JSON file the row is appended to")
     p.add_argument("--save-mask", default="", help="write the learned mask as an FIA mask file")
     p.add_argument(
         "--hard-from", type=float, default=0.5,
@@ -533,6 +537,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot-every", type=int, default=0)
     p.add_argument("--init-from", default="", help="continue from a saved model folder")
     p.add_argument("--spec", default="digits", choices=["digits", "proxy"], help="which model to build (model.SPECS)")
+    p.add_argument(
+        "--ffn-sparsity", type=float, default=0.0, help="weight of the FFN activation sparsity penalty (0: none)"
+    )
+    p.add_argument(
+        "--cross-attention-gain",
+        type=float,
+        default=1.0,
+        help="< 1: freeze attn2.to_v/to_out and scale the output (text reaches the image weakly)",
+    )
     p.add_argument("--snapshot-dir", default="bench/_work/digits_snapshot")
     p.add_argument("--out", default=str(MODEL_DIR))
     p.set_defaults(func=_cmd_train)

@@ -40,6 +40,14 @@ class TrainConfig:
     snapshot_dir: str = "bench/_work/digits_snapshot"
     init_from: str = ""  # a saved model folder to continue from (a second training phase)
     spec: str = "digits"  # model.SPECS: the digits model or the proxy model
+    # Weight of a sparsity penalty on the FFN hidden activations (the inputs of ff.net.2).
+    # Large trained transformers have sparse FFN activations by themselves; a model this small
+    # does not, and sparse hidden units are the ones that can specialise to one concept.
+    ffn_sparsity: float = 0.0
+    # < 1: the cross-attention's value and output projections are frozen and the output is
+    # scaled by this gain, so that the text reaches the image only as a weak signal that the
+    # trainable layers after it (the FFN first) must amplify. 1: all trained, as in v4.
+    cross_attention_gain: float = 1.0
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -80,6 +88,45 @@ class _Ema:
             tmp = p.detach().clone()
             p.copy_(s)
             s.copy_(tmp)
+
+
+class _FfnActivations:
+    """How dense each token's FFN hidden vector is (the input of each ff.net.2).
+
+    The measure is Hoyer's L1 / (L2 * sqrt(width)): 1 for a flat vector, 1/sqrt(width) for one
+    active unit. Unlike a plain L1 it cannot be lowered by shrinking ff.net.0 and growing
+    ff.net.2 by the same factor, which leaves the model's function as it was.
+    """
+
+    def __init__(self, unet: torch.nn.Module):
+        self.values: list[torch.Tensor] = []
+        self.handles = [
+            module.register_forward_pre_hook(self._record)
+            for name, module in unet.named_modules()
+            if name.endswith("ff.net.2")
+        ]
+
+    def _record(self, module, inputs) -> None:
+        hidden = inputs[0]
+        density = hidden.abs().sum(-1) / (hidden.norm(dim=-1) * hidden.shape[-1] ** 0.5 + 1e-8)
+        self.values.append(density.mean())
+
+    def take(self) -> torch.Tensor:
+        """The mean over the layers of this forward pass; the record is emptied."""
+        mean = torch.stack(self.values).mean()
+        self.values = []
+        return mean
+
+
+def _weaken_cross_attention(unet: torch.nn.Module, gain: float) -> None:
+    """Freeze every attn2.to_v and attn2.to_out, the output scaled by ``gain``."""
+    for name, module in unet.named_modules():
+        if name.endswith("attn2"):
+            with torch.no_grad():
+                module.to_out[0].weight.mul_(gain)
+                module.to_out[0].bias.mul_(gain)
+            module.to_v.requires_grad_(False)
+            module.to_out[0].requires_grad_(False)
 
 
 def _load_phase(model_dir: Path, tokenizer) -> tuple:
@@ -128,7 +175,9 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
         text_encoder = build_text_encoder(tokenizer, spec)
         unet = build_unet(spec)
     logger.info("parameters: unet %d, text encoder %d", count_parameters(unet), count_parameters(text_encoder))
-    params = list(unet.parameters())
+    if cfg.cross_attention_gain < 1.0:
+        _weaken_cross_attention(unet, cfg.cross_attention_gain)
+    params = [p for p in unet.parameters() if p.requires_grad]
     if spec.freeze_text_encoder:
         text_encoder.requires_grad_(False).eval()
     else:
@@ -140,10 +189,12 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     alphas_cumprod = scheduler.alphas_cumprod
     num_t = scheduler.config.num_train_timesteps
 
+    activations = _FfnActivations(unet) if cfg.ffn_sparsity > 0 else None
     unet.train()
     text_encoder.train(not spec.freeze_text_encoder)
     start = time.perf_counter()
     recent: list[float] = []
+    recent_hidden: list[float] = [0.0]
     for step in range(cfg.steps):
         images, captions = batches(rng, cfg.batch_size)
         images = to_latent(images)
@@ -156,6 +207,10 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
         pred = unet(noisy, t, context).sample
         per_image = (pred - noise).pow(2).mean(dim=(1, 2, 3))
         loss = (per_image * _loss_weights(alphas_cumprod, t, cfg.min_snr_gamma)).mean()
+        if activations is not None:
+            hidden = activations.take()
+            loss = loss + cfg.ffn_sparsity * hidden
+            recent_hidden.append(hidden.item())
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,13 +221,15 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
 
         recent.append(per_image.mean().item())
         recent = recent[-100:]
+        recent_hidden = recent_hidden[-100:]
         if (step + 1) % cfg.log_every == 0:
             elapsed = time.perf_counter() - start
             logger.info(
-                "step %d/%d  mse(last100) %.4f  lr %.2e  %.2f s/step  elapsed %.0f s",
+                "step %d/%d  mse(last100) %.4f  ffn density %.4f  lr %.2e  %.2f s/step  elapsed %.0f s",
                 step + 1,
                 cfg.steps,
                 sum(recent) / len(recent),
+                sum(recent_hidden) / len(recent_hidden),
                 lr_schedule.get_last_lr()[0],
                 elapsed / (step + 1),
                 elapsed,
