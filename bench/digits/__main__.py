@@ -359,6 +359,19 @@ def _cmd_compare_masks(args: argparse.Namespace) -> None:
     print(comparison_table(compare(a, b), args.name_a, args.name_b))
 
 
+def _cmd_saliency_check(args: argparse.Namespace) -> None:
+    from fia_engine.masks import FIAMask
+
+    from .saliency_check import check, report
+    from .unlearning import DigitsBench
+
+    if args.n < 1 or args.sample_steps < 1:
+        raise InvalidInputError("--n and --sample-steps must be at least 1")
+    learned = FIAMask.load(args.learned)
+    bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
+    print(report(*check(bench, learned)))
+
+
 def _parser() -> argparse.ArgumentParser:
     from .attacks import ATTACKS
     from .attacks.targets import DEFAULT_METHODS, METHODS
@@ -527,6 +540,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name-a", default="A")
     p.add_argument("--name-b", default="B")
     p.set_defaults(func=_cmd_compare_masks)
+
+    p = sub.add_parser(
+        "saliency-check", help="does FIA's saliency rank a learned FFN2 mask's weights high? (P1, layer by layer)"
+    )
+    p.add_argument("learned", help="the learned mask of this model (gate --save-mask)")
+    p.add_argument("--model", default=str(MODEL_DIR))
+    p.add_argument("--n", type=int, default=20, help="images per digit and seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
+    p.set_defaults(func=_cmd_saliency_check)
 
     p = sub.add_parser("train", help="train the model from scratch (CPU, seeded)")
     p.add_argument("--steps", type=int, default=2000)
