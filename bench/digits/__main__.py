@@ -37,6 +37,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         spec=args.spec,
         ffn_sparsity=args.ffn_sparsity,
         cross_attention_gain=args.cross_attention_gain,
+        freeze_text_encoder=args.freeze_text_encoder,
     )
     metadata = train(cfg, Path(args.out))
     print(json.dumps(metadata, indent=2))
@@ -569,6 +570,7 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="< 1: freeze attn2.to_v/to_out and scale the output (text reaches the image weakly)",
     )
+    p.add_argument("--freeze-text-encoder", action="store_true", help="do not train the text encoder in this phase")
     p.add_argument("--snapshot-dir", default="bench/_work/digits_snapshot")
     p.add_argument("--out", default=str(MODEL_DIR))
     p.set_defaults(func=_cmd_train)

@@ -48,6 +48,9 @@ class TrainConfig:
     # scaled by this gain, so that the text reaches the image only as a weak signal that the
     # trainable layers after it (the FFN first) must amplify. 1: all trained, as in v4.
     cross_attention_gain: float = 1.0
+    # True: the text encoder is not trained in this phase (the proxy spec always freezes it).
+    # With a weak text write it keeps the encoder from growing its outputs to undo the gain.
+    freeze_text_encoder: bool = False
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -178,7 +181,8 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     if cfg.cross_attention_gain < 1.0:
         _weaken_cross_attention(unet, cfg.cross_attention_gain)
     params = [p for p in unet.parameters() if p.requires_grad]
-    if spec.freeze_text_encoder:
+    frozen_text = spec.freeze_text_encoder or cfg.freeze_text_encoder
+    if frozen_text:
         text_encoder.requires_grad_(False).eval()
     else:
         params += list(text_encoder.parameters())
@@ -191,7 +195,7 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
 
     activations = _FfnActivations(unet) if cfg.ffn_sparsity > 0 else None
     unet.train()
-    text_encoder.train(not spec.freeze_text_encoder)
+    text_encoder.train(not frozen_text)
     start = time.perf_counter()
     recent: list[float] = []
     recent_hidden: list[float] = [0.0]
@@ -202,7 +206,7 @@ def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
         noise = torch.randn_like(images)
         t = torch.randint(0, num_t, (cfg.batch_size,))
         noisy = scheduler.add_noise(images, noise, t)
-        with torch.set_grad_enabled(not spec.freeze_text_encoder):
+        with torch.set_grad_enabled(not frozen_text):
             context = text_encoder(ids)[0]
         pred = unet(noisy, t, context).sample
         per_image = (pred - noise).pow(2).mean(dim=(1, 2, 3))

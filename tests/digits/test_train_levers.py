@@ -88,3 +88,16 @@ def test_gate_rows_file_may_exist_and_is_not_a_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file, not a folder" not in err and "none" in err
     assert rows.read_text() == "[]"
+
+
+def test_a_frozen_text_encoder_phase_leaves_the_encoder_as_it_was(tmp_path):
+    out = tmp_path / "frozen"
+    train(
+        TrainConfig(
+            steps=2, batch_size=2, seed=0, init_from=str(MODEL_DIR), cross_attention_gain=0.05, freeze_text_encoder=True
+        ),
+        out,
+    )
+    before = load_components(MODEL_DIR).text_encoder.state_dict()
+    after = load_components(out).text_encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
