@@ -18,6 +18,7 @@ import torch
 
 from .errors import InvalidInputError
 from .fast_localize import integrate_densely, step_hits, top_lists
+from .float_mode import ieee_subnormals
 from .localize import check_ratio, selection_counts
 from .ranking import TopList, dense_top_list
 from .saliency import ConceptSaliency
@@ -117,6 +118,7 @@ def _top_lists(saliency: ConceptSaliency, layer: str, r1: float, needed: list[in
     return lists
 
 
+@ieee_subnormals
 def localize_concepts(
     saliency: ConceptSaliency,
     r1: float = 0.05,

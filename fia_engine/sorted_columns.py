@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .float_mode import ieee_subnormals
+
 SAMPLE = 4096  # entries used to guess the first bracket (speed only, never results)
 BUDGET = 4096  # a bracket holding at most this many entries of a problem is ranked directly
 COMPACT = 8  # below 1 open (problem, column) pair in this many, only the open ones are searched
@@ -218,6 +220,7 @@ class _Bracket:
         return self.high <= _next_up(self.low)
 
 
+@ieee_subnormals
 def kth_largest_in_columns(
     problems: SortedProblems, k: int | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -15,6 +15,8 @@ import torch
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTextModel
 
+from fia_engine.float_mode import flushing_subnormals
+
 from . import MODEL_DIR
 from .data import sample_batch
 from .export import save_model
@@ -163,8 +165,17 @@ def _vocabulary(spec: ModelSpec) -> list[str] | None:
 
 def train(cfg: TrainConfig, out_dir: Path = MODEL_DIR) -> dict:
     torch.set_num_threads(cfg.threads)
-    # Denormal floats make CPU kernels many times slower once small gradients appear.
+    # Denormal floats make CPU kernels many times slower once small gradients appear. The flag
+    # is process state: put it back, or everything run after training (tests) inherits it.
+    was_flushing = flushing_subnormals()
     torch.set_flush_denormal(True)
+    try:
+        return _train(cfg, out_dir)
+    finally:
+        torch.set_flush_denormal(was_flushing)
+
+
+def _train(cfg: TrainConfig, out_dir: Path) -> dict:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 

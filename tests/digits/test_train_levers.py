@@ -9,6 +9,7 @@ from bench.digits import MODEL_DIR
 from bench.digits.__main__ import main
 from bench.digits.sampling import load_components
 from bench.digits.train import TrainConfig, _FfnActivations, _weaken_cross_attention, train
+from fia_engine.float_mode import flushing_subnormals
 
 
 def _cross_attention(unet):
@@ -58,6 +59,7 @@ def test_a_weak_text_phase_trains_everything_but_the_frozen_projections(tmp_path
         out,
     )
     assert metadata["config"]["cross_attention_gain"] == 0.05
+    assert not flushing_subnormals(), "training must put the process's float mode back"
     assert json.loads((out / "training.json").read_text())["previous_phase"] is not None
     original = load_components(MODEL_DIR).unet.state_dict()
     trained = load_components(out).unet.state_dict()
