@@ -218,6 +218,16 @@ def _add_sampling_args(p: argparse.ArgumentParser, n: int, many_seeds: bool = Fa
     p.add_argument("--cfg", type=float, default=DEFAULT_CFG)
 
 
+def _add_p1_judging_args(p: argparse.ArgumentParser) -> None:
+    """The model, and how many images per digit and seed P1 is judged on."""
+    from .sampling import DEFAULT_STEPS
+
+    p.add_argument("--model", default=str(MODEL_DIR))
+    p.add_argument("--n", type=int, default=20, help="images per digit and seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
+
+
 def _cmd_diagnose_fia(args: argparse.Namespace) -> None:
     import sys
 
@@ -371,6 +381,23 @@ def _cmd_saliency_check(args: argparse.Namespace) -> None:
     learned = FIAMask.load(args.learned)
     bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
     print(report(*check(bench, learned)))
+
+
+def _cmd_reference(args: argparse.Namespace) -> None:
+    from .reference import ReleaseSettings, load_release
+    from .reference_bench import report, run_reference
+    from .unlearning import DigitsBench, FiaSettings
+
+    if args.n < 1 or args.sample_steps < 1:
+        raise InvalidInputError("--n and --sample-steps must be at least 1")
+    settings = ReleaseSettings(FiaSettings(r1=args.r1, r2=args.r2, alpha=args.alpha, pairs=args.pairs), args.seed)
+    settings.validate()
+    release = load_release(args.release)
+    bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
+    run, theirs = run_reference(bench, release, settings, differences=args.differences)
+    if args.save_mask:
+        theirs.save(args.save_mask)
+    print(report(run))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -546,11 +573,24 @@ def _parser() -> argparse.ArgumentParser:
         "saliency-check", help="does FIA's saliency rank a learned FFN2 mask's weights high? (P1, layer by layer)"
     )
     p.add_argument("learned", help="the learned mask of this model (gate --save-mask)")
-    p.add_argument("--model", default=str(MODEL_DIR))
-    p.add_argument("--n", type=int, default=20, help="images per digit and seed")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--sample-steps", type=int, default=DEFAULT_STEPS)
+    _add_p1_judging_args(p)
     p.set_defaults(func=_cmd_saliency_check)
+
+    p = sub.add_parser(
+        "reference", help="P1 with the FIA authors' code (a folder you fetched) next to the engine's FIA"
+    )
+    p.add_argument("release", help="folder of github.com/kaiyuan02415/Forget-It-All (the one holding fia/)")
+    _add_p1_judging_args(p)
+    p.add_argument("--r1", type=ratio_arg("r1"), default=0.05)
+    p.add_argument("--r2", type=ratio_arg("r2"), default=FIA_DEFAULTS.r2)
+    p.add_argument("--alpha", type=ratio_arg("alpha"), default=FIA_DEFAULTS.alpha)
+    p.add_argument("--pairs", type=int, default=FIA_DEFAULTS.pairs, help="prompt pairs per digit (at most 10)")
+    p.add_argument("--seed", type=int, default=1244, help="the release's seed (its configs use 1244)")
+    p.add_argument(
+        "--differences", action="store_true", help="also run the release with each difference set to the engine's"
+    )
+    p.add_argument("--save-mask", default="", help="write the release's mask here (an FIA mask file)")
+    p.set_defaults(func=_cmd_reference)
 
     p = sub.add_parser("train", help="train the model from scratch (CPU, seeded)")
     p.add_argument("--steps", type=int, default=2000)

@@ -70,8 +70,13 @@ class GateRow:
         )
 
 
-def as_mask(unet: torch.nn.Module, pruned: dict[str, torch.Tensor], description: str) -> FIAMask:
-    """The zeros of a learned mask as an ordinary FIA mask file (shareable, appliable)."""
+def as_mask(
+    unet: torch.nn.Module,
+    pruned: dict[str, torch.Tensor],
+    description: str,
+    method: str = "learned FFN2 mask (bench/digits/gate.py)",
+) -> FIAMask:
+    """Pruned flat indices per layer as an ordinary FIA mask file (shareable, appliable)."""
     targets = find_target_layers(unet)
     return FIAMask(
         indices={name: idx.to(torch.int32) for name, idx in pruned.items()},
@@ -79,7 +84,7 @@ def as_mask(unet: torch.nn.Module, pruned: dict[str, torch.Tensor], description:
         family=targets.family,
         fingerprint=targets.fingerprint,
         weight_signature=weight_signature(targets),
-        metadata={"method": "learned FFN2 mask (bench/digits/gate.py)", "description": description},
+        metadata={"method": method, "description": description},
     )
 
 
