@@ -214,8 +214,11 @@ def collect_saliency(
     progress: Progress | None = None,
     plan: PromptPlan | None = None,
     timer: PhaseTimer | None = None,
+    keep_contrast: bool = False,
 ) -> ConceptSaliency:
-    """Stage 1 on a diffusers UNet: one batched short trajectory for all concepts."""
+    """Stage 1 on a diffusers UNet: one batched short trajectory for all concepts.
+
+    keep_contrast: fast mode also keeps the terms of its column contrast (for diagnostics)."""
     timer = timer or PhaseTimer()
     settings = settings or CollectionSettings()
     settings.validate()
@@ -225,7 +228,13 @@ def collect_saliency(
     unet, device = components.unet, components.device
     targets = find_target_layers(unet)
     collector = SaliencyCollector(
-        targets, plan.groups, settings.saliency_steps, settings.mode, settings.r1, settings=asdict(settings)
+        targets,
+        plan.groups,
+        settings.saliency_steps,
+        settings.mode,
+        settings.r1,
+        settings=asdict(settings),
+        keep_contrast=keep_contrast,
     )
     size = (settings.resolution or unet.config.sample_size * components.latent_scale) // components.latent_scale
     latent_shape = (unet.config.in_channels, size, size)

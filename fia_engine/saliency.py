@@ -65,17 +65,30 @@ class GroupPlan:
 
 
 @dataclass
+class ColumnContrast:
+    """The terms of fast mode's column contrast, each (concepts, steps, C_in): kept so that other
+    contrasts can be compared with the paper's on one collection (bench saliency-check)."""
+
+    concept_mean: torch.Tensor
+    base_mean: torch.Tensor
+    base_std: torch.Tensor
+
+
+@dataclass
 class LayerSaliency:
     """What Stage 2 needs of one layer.
 
     fast:  column_scores (concepts, steps, C_in) = relu(mean_c - mean_b - std_b) of the column
-           norms, and weight_abs = |W|, so S_t = weight_abs * column_scores[c, t].
+           norms, and weight_abs = |W|, so S_t = weight_abs * column_scores[c, t]; contrast holds
+           the three terms when the collector was asked to keep them (three times the memory
+           of column_scores, so off by default).
     exact: integrated (concepts, C_out, C_in) = A, already time-integrated with r1.
     """
 
     column_scores: torch.Tensor | None = None
     weight_abs: torch.Tensor | None = None
     integrated: torch.Tensor | None = None
+    contrast: ColumnContrast | None = None
 
 
 @dataclass
@@ -113,10 +126,13 @@ def _chunks(rows: int, bytes_per_row: int):
 class _LayerStats:
     """Running sums for one layer: per step for fast mode, for the current step for exact mode."""
 
-    def __init__(self, layer: TargetLayer, plan: GroupPlan, num_steps: int, mode: str, r1: float | None):
+    def __init__(
+        self, layer: TargetLayer, plan: GroupPlan, num_steps: int, mode: str, r1: float | None, keep_contrast: bool
+    ):
         self.layer = layer
         self.plan = plan
         self.mode = mode
+        self.keep_contrast = keep_contrast
         weight = layer.module.weight
         device, groups = weight.device, plan.num_groups
         c_out, c_in = layer.shape
@@ -216,13 +232,18 @@ class _LayerStats:
         if self.mode == "exact":
             return LayerSaliency(integrated=torch.stack([i.result() for i in self.integrators]))
         means = self.sums / self.counts.clamp(min=1)
-        scores = []
+        concept_means, base_means, spreads = [], [], []
         for cg, bg in zip(self.plan.concept_groups, self.plan.base_groups, strict=True):
             self._require_samples(cg, bg, self.counts[:, :, 0].amin(dim=0))
-            spread = _std(self.sums[:, bg], self.squares[:, bg], self.counts[:, bg])
-            scores.append((means[:, cg] - means[:, bg] - spread).clamp_(min=0))
+            concept_means.append(means[:, cg])
+            base_means.append(means[:, bg])
+            spreads.append(_std(self.sums[:, bg], self.squares[:, bg], self.counts[:, bg]))
+        contrast = ColumnContrast(torch.stack(concept_means), torch.stack(base_means), torch.stack(spreads))
+        scores = (contrast.concept_mean - contrast.base_mean - contrast.base_std).clamp_(min=0)
         return LayerSaliency(
-            column_scores=torch.stack(scores), weight_abs=self.weight.detach().to(self.sums.device).abs()
+            column_scores=scores,
+            weight_abs=self.weight.detach().to(self.sums.device).abs(),
+            contrast=contrast if self.keep_contrast else None,
         )
 
 
@@ -241,7 +262,9 @@ class SaliencyCollector:
         mode: str = "fast",
         r1: float = 0.05,
         settings: dict | None = None,
+        keep_contrast: bool = False,
     ):
+        """keep_contrast: in fast mode, also hand out the contrast's terms (LayerSaliency.contrast)."""
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
         if saliency_steps < 1:
@@ -252,7 +275,7 @@ class SaliencyCollector:
         self.r1 = check_ratio("r1", r1) if mode == "exact" else None
         self.saliency_steps = saliency_steps
         self.settings = dict(settings or {})
-        self._stats = [_LayerStats(layer, plan, saliency_steps, mode, self.r1) for layer in targets]
+        self._stats = [_LayerStats(layer, plan, saliency_steps, mode, self.r1, keep_contrast) for layer in targets]
         self._rows: torch.Tensor | None = None
         self._step: int | None = None
         self._steps_seen: list[int] = []

@@ -373,14 +373,27 @@ def _cmd_compare_masks(args: argparse.Namespace) -> None:
 def _cmd_saliency_check(args: argparse.Namespace) -> None:
     from fia_engine.masks import FIAMask
 
-    from .saliency_check import check, report
-    from .unlearning import DigitsBench
+    from . import contrasts
+    from .benchmark import P1_FORGET
+    from .saliency_check import check, collect_p1, rank_layers, report, require_made_for
+    from .unlearning import DigitsBench, FiaSettings
 
     if args.n < 1 or args.sample_steps < 1:
         raise InvalidInputError("--n and --sample-steps must be at least 1")
     learned = FIAMask.load(args.learned)
     bench = DigitsBench(args.model, images_per_digit=args.n, seeds=tuple(args.seeds), sample_steps=args.sample_steps)
-    print(report(*check(bench, learned)))
+    require_made_for(bench, learned)
+    settings = FiaSettings()
+    saliency = collect_p1(bench, P1_FORGET, settings, keep_contrast=bool(args.contrasts))
+    print(report(*check(bench, learned, settings, saliency)))
+    if args.contrasts:
+        aucs = {
+            name: rank_layers(learned, scores)
+            for name, scores in contrasts.contrast_scores(saliency, args.contrasts).items()
+        }
+        rows = contrasts.fia_rows(bench, saliency, args.contrasts, args.r2, settings, P1_FORGET)
+        print()
+        print(contrasts.report(aucs, rows))
 
 
 def _cmd_reference(args: argparse.Namespace) -> None:
@@ -574,6 +587,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("learned", help="the learned mask of this model (gate --save-mask)")
     _add_p1_judging_args(p)
+    p.add_argument(
+        "--contrasts",
+        nargs="*",
+        choices=["paper", "no-margin", "two-sided"],
+        default=[],
+        help="also FIA fast with these column contrasts on the same collection (bench/digits/contrasts.py)",
+    )
+    p.add_argument("--r2", nargs="+", type=ratio_arg("r2"), default=[0.01, 0.02], help="r2 of the --contrasts rows")
     p.set_defaults(func=_cmd_saliency_check)
 
     p = sub.add_parser(

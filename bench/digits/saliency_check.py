@@ -27,8 +27,10 @@ from fia_engine.diffusers_runner import collect_saliency
 from fia_engine.errors import InvalidInputError
 from fia_engine.layers import weight_signature
 from fia_engine.masks import FIAMask
+from fia_engine.saliency import ConceptSaliency
 
 from .benchmark import P1_FORGET
+from .contrasts import scores_of
 from .data import DIGIT_WORDS
 from .unlearning import DigitsBench, FiaSettings
 
@@ -53,14 +55,12 @@ class PruneRow:
     preserve: float
 
 
-def fia_scores(bench: DigitsBench, forget: list[int], settings: FiaSettings) -> dict[str, torch.Tensor]:
-    """Per layer, flat: max over the forgotten concepts of |W| * the time-mean column score (fast mode)."""
-    saliency = collect_saliency(bench.engine, [DIGIT_WORDS[d] for d in forget], settings.collection("fast"))
-    scores = {}
-    for name, layer in saliency.layers.items():
-        columns = layer.column_scores.float().mean(dim=1)  # (concepts, C_in)
-        scores[name] = (layer.weight_abs.float()[None] * columns[:, None, :]).amax(dim=0).flatten()
-    return scores
+def collect_p1(
+    bench: DigitsBench, forget: list[int], settings: FiaSettings, keep_contrast: bool = False
+) -> ConceptSaliency:
+    """FIA's fast collection for the forgotten digits (keep_contrast: for contrasts.py)."""
+    words = [DIGIT_WORDS[d] for d in forget]
+    return collect_saliency(bench.engine, words, settings.collection("fast"), keep_contrast=keep_contrast)
 
 
 def auc(score: torch.Tensor, positives: torch.Tensor) -> float:
@@ -141,15 +141,20 @@ def prune_rows(
     return rows
 
 
-def check(
-    bench: DigitsBench, learned: FIAMask, settings: FiaSettings | None = None
-) -> tuple[list[LayerRank], list[PruneRow]]:
+def require_made_for(bench: DigitsBench, learned: FIAMask) -> None:
     targets = find_target_layers(bench.sampling.unet)
     if not learned.check_compatible({t.canonical: t.shape for t in targets}, weight_signature(targets), targets.family):
         raise InvalidInputError(
             "the learned mask was made for another checkpoint: learn it on this model (gate --save-mask)"
         )
-    scores = fia_scores(bench, P1_FORGET, settings or FiaSettings())
+
+
+def check(
+    bench: DigitsBench, learned: FIAMask, settings: FiaSettings | None = None, saliency: ConceptSaliency | None = None
+) -> tuple[list[LayerRank], list[PruneRow]]:
+    """saliency: a fast collection of P1 already made (collect_p1), else one is made here."""
+    require_made_for(bench, learned)
+    scores = scores_of(saliency or collect_p1(bench, P1_FORGET, settings or FiaSettings()))
     return rank_layers(learned, scores), prune_rows(bench, learned, scores, P1_FORGET)
 
 

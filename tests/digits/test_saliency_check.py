@@ -79,3 +79,41 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert main(["saliency-check", str(corrupt), "--n", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--n and --sample-steps" in err[1]
+
+
+def test_contrasts_rebuild_fia_and_order_as_defined(bench):
+    from bench.digits.benchmark import P1_FORGET
+    from bench.digits.contrasts import fia_rows, with_contrast
+    from bench.digits.saliency_check import collect_p1
+    from bench.digits.unlearning import FiaSettings
+    from fia_engine import fuse, localize_concepts
+
+    settings = FiaSettings()
+    saliency = collect_p1(bench, P1_FORGET, settings, keep_contrast=True)
+    paper = with_contrast(saliency, "paper")
+    plain = fuse(localize_concepts(saliency, settings.r1, settings.r2), settings.alpha)
+    rebuilt = fuse(localize_concepts(paper, settings.r1, settings.r2), settings.alpha)
+    assert {k: v.tolist() for k, v in plain.indices.items()} == {k: v.tolist() for k, v in rebuilt.indices.items()}
+    no_margin, two_sided = with_contrast(saliency, "no-margin"), with_contrast(saliency, "two-sided")
+    for name, layer in paper.layers.items():
+        assert bool((no_margin.layers[name].column_scores >= layer.column_scores).all())
+        assert bool((two_sided.layers[name].column_scores >= no_margin.layers[name].column_scores).all())
+    rows = fia_rows(bench, saliency, ["paper", "two-sided"], [0.01, 0.02], settings, P1_FORGET)
+    assert [(r.contrast, r.r2) for r in rows] == [
+        ("paper", 0.01),
+        ("paper", 0.02),
+        ("two-sided", 0.01),
+        ("two-sided", 0.02),
+    ]
+    assert rows[0].pruned == pytest.approx(plain.pruned_fraction)
+    assert rows[0].pruned < rows[1].pruned and all(0.0 <= r.forget <= 1.0 for r in rows)
+
+
+def test_a_collection_without_contrast_terms_is_refused(bench):
+    from bench.digits.benchmark import P1_FORGET
+    from bench.digits.contrasts import with_contrast
+    from bench.digits.saliency_check import collect_p1
+    from bench.digits.unlearning import FiaSettings
+
+    with pytest.raises(ValueError, match="keep_contrast"):
+        with_contrast(collect_p1(bench, P1_FORGET, FiaSettings()), "no-margin")

@@ -103,3 +103,18 @@ def test_comfy_normal_sigmas_span_the_training_table():
     t = 999 * 48 / 49
     low, w = int(t), t - int(t)
     assert sigmas[1] == pytest.approx(float(table[low] ** (1 - w) * table[low + 1] ** w))
+
+
+def test_kept_contrast_terms_give_the_column_scores_and_are_off_by_default(tiny_pipeline):
+    components = load_components(tiny_pipeline, "cpu")
+    plain = collect_saliency(components, ["church", "dog"], CollectionSettings(**SMALL))
+    kept = collect_saliency(components, ["church", "dog"], CollectionSettings(**SMALL), keep_contrast=True)
+    for name, layer in kept.layers.items():
+        assert plain.layers[name].contrast is None
+        c = layer.contrast
+        assert c.concept_mean.shape == c.base_mean.shape == c.base_std.shape == layer.column_scores.shape
+        assert bool((c.base_std >= 0).all())
+        assert torch.equal((c.concept_mean - c.base_mean - c.base_std).clamp(min=0), layer.column_scores)
+        assert torch.equal(layer.column_scores, plain.layers[name].column_scores)
+    exact = collect_saliency(components, ["church"], CollectionSettings(mode="exact", **SMALL), keep_contrast=True)
+    assert all(layer.contrast is None for layer in exact.layers.values())
